@@ -1,0 +1,15 @@
+"""fastlinear: a fully-connected layer for NumPy.
+
+y = x W + b forward and dx, dW, db backward, in compiled Cython with OpenMP
+over SciPy's BLAS.  See :class:`Linear`, :func:`linear_forward` and
+:func:`linear_backward`.
+"""
+from ._api import Grads, linear_backward, linear_forward
+from ._config import show_config
+from ._linear import Linear
+from ._threads import get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = ["Grads", "Linear", "linear_backward", "linear_forward", "get_num_threads",
+           "set_num_threads", "show_config", "__version__"]

@@ -1,0 +1,169 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Backward kernels: dx = dy W^T, dW = x^T dy, db = column sums of dy.
+
+Two strategies, chosen from the shape alone by the caller:
+
+* ``fused=False``: one tiled GEMM per gradient, then the column-sum
+  reduction.  Fastest when the products are large.
+* ``fused=True``: the rows are cut into chunks fixed by the shape and a
+  ``prange`` runs over them; each chunk walks its rows in cache-sized blocks
+  and, while a block of dy is in cache, computes that block of dx, adds its
+  share of dW to the chunk's partial dW and its column sums to the chunk's
+  partial db.  The partials are then added in chunk order.  This reads dy and
+  x once instead of three times and parallelises the long reduction over N
+  that BLAS would run on one thread, which is what tall, narrow shapes need.
+
+Transposes are never materialised: they are BLAS transpose flags.
+"""
+import numpy as np
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange
+cimport fastlinear._parallel as par
+from fastlinear._blas cimport gemm, row, layout, blas_int_max
+from fastlinear._gemm cimport tiled_gemm
+from fastlinear._colsum cimport colsum_add, column_sums, column_sums_workspace, combine
+
+cnp.import_array()
+
+# Upper bounds on the chunks of the fused path: enough to balance many cores,
+# few enough that the partial dW stay small next to x.
+cdef enum:
+    MAX_CHUNKS = 64
+    MAX_PARTIAL = 1 << 21
+
+
+cdef inline char flip(char t) noexcept nogil:
+    return b'T' if t == b'N' else b'N'
+
+
+cdef struct Operands:
+    # dy, x, W as BLAS reads them; outputs are C-contiguous.
+    char tdy, tx, tW
+    Py_ssize_t lddy, ldx, ldW
+    Py_ssize_t N, M_in, M_out
+
+
+cdef Py_ssize_t fused_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
+                             Py_ssize_t rows) noexcept nogil:
+    return max(1, min(par.ceil_div(N, rows), MAX_CHUNKS,
+                      MAX_PARTIAL // max(1, M_in * M_out)))
+
+
+cdef void _fused(const Operands* o, const floating* x, const floating* W, const floating* dy,
+                 floating* dx, floating* dW, floating* db, bint accumulate,
+                 floating* parts_dW, double* parts_db, int num_threads) noexcept nogil:
+    cdef Py_ssize_t N = o.N, M_in = o.M_in, M_out = o.M_out
+    cdef Py_ssize_t rows = par.block_rows(2 * M_in + M_out, sizeof(floating), blas_int_max())
+    cdef Py_ssize_t chunks = fused_chunks(N, M_in, M_out, rows)
+    cdef Py_ssize_t c, i, i1, n, j
+    cdef Py_ssize_t s0 = o.lddy if o.tdy == b'N' else 1
+    cdef Py_ssize_t s1 = 1 if o.tdy == b'N' else o.lddy
+    cdef floating* pW
+    cdef double* pb
+    for c in prange(chunks, num_threads=num_threads, schedule='dynamic'):
+        pW = parts_dW + c * M_in * M_out
+        pb = parts_db + c * M_out
+        if db != NULL:
+            for j in range(M_out):
+                pb[j] = 0
+        i = par.chunk_start(c, N, chunks)
+        i1 = par.chunk_start(c + 1, N, chunks)
+        while i < i1:
+            n = min(rows, i1 - i)
+            if dx != NULL:
+                gemm(o.tdy, flip(o.tW), n, M_in, M_out, row(dy, o.tdy, o.lddy, i), o.lddy,
+                     W, o.ldW, <floating>accumulate, dx + i * M_in, M_in)
+            if dW != NULL:
+                gemm(flip(o.tx), o.tdy, M_in, M_out, n, row(x, o.tx, o.ldx, i), o.ldx,
+                     row(dy, o.tdy, o.lddy, i), o.lddy,
+                     <floating>(i != par.chunk_start(c, N, chunks)), pW, M_out)
+            if db != NULL:
+                colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
+            i = i + n
+    if dW != NULL:
+        _combine_same(parts_dW, chunks, M_in * M_out, dW, accumulate, num_threads)
+    if db != NULL:
+        combine(parts_db, chunks, M_out, db, accumulate, num_threads)
+
+
+cdef void _combine_same(const floating* parts, Py_ssize_t chunks, Py_ssize_t width,
+                        floating* out, bint accumulate, int num_threads) noexcept nogil:
+    """out[e] (+)= sum over c of parts[c, e], in chunk order, in out's precision."""
+    cdef Py_ssize_t e, c
+    cdef floating s
+    for e in prange(width, num_threads=num_threads, schedule='static'):
+        s = out[e] if accumulate else 0
+        for c in range(chunks):
+            s = s + parts[c * width + e]
+        out[e] = s
+
+
+cdef void _separate(const Operands* o, const floating* x, const floating* W, const floating* dy,
+                    floating* dx, floating* dW, floating* db, bint accumulate,
+                    double* work, int num_threads) noexcept nogil:
+    if dx != NULL:
+        tiled_gemm(o.tdy, flip(o.tW), o.N, o.M_in, o.M_out, dy, o.lddy, W, o.ldW,
+                   <floating*>NULL, accumulate, dx, o.M_in, num_threads)
+    if dW != NULL:
+        tiled_gemm(flip(o.tx), o.tdy, o.M_in, o.M_out, o.N, x, o.ldx, dy, o.lddy,
+                   <floating*>NULL, accumulate, dW, o.M_out, num_threads)
+    if db != NULL:
+        column_sums(dy, o.lddy if o.tdy == b'N' else 1, 1 if o.tdy == b'N' else o.lddy,
+                    o.N, o.M_out, db, accumulate, work, num_threads)
+
+
+cdef inline void* _data(a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def backward(x, W, dy, dx, dW, db, bint accumulate, bint fused, int num_threads):
+    """Write (or, with ``accumulate``, add) the requested gradients.
+
+    x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
+    reads in place; dx, dW and db are None (not wanted) or C-contiguous
+    arrays of the gradient's shape.  All share one dtype.
+    """
+    cdef Operands o
+    if not (layout(x, &o.tx, &o.ldx) and layout(W, &o.tW, &o.ldW)
+            and layout(dy, &o.tdy, &o.lddy)):
+        raise ValueError("x, W and dy must be readable by BLAS in place")
+    o.N = cnp.PyArray_DIM(<cnp.ndarray>dy, 0)
+    o.M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
+    o.M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+    cdef bint is_double = cnp.PyArray_TYPE(<cnp.ndarray>dy) == cnp.NPY_DOUBLE
+    cdef void* xp = _data(x)
+    cdef void* Wp = _data(W)
+    cdef void* dyp = _data(dy)
+    cdef void* dxp = _data(dx)
+    cdef void* dWp = _data(dW)
+    cdef void* dbp = _data(db)
+    cdef Py_ssize_t rows, chunks
+    cdef cnp.ndarray parts_dW, parts_db
+    cdef double* work
+    if fused and o.N > 0:
+        rows = par.block_rows(2 * o.M_in + o.M_out, 8 if is_double else 4, blas_int_max())
+        chunks = fused_chunks(o.N, o.M_in, o.M_out, rows)
+        parts_dW = np.empty(chunks * o.M_in * o.M_out if dW is not None else 0,
+                            dtype=np.float64 if is_double else np.float32)
+        parts_db = np.empty(chunks * o.M_out if db is not None else 0, dtype=np.float64)
+        with nogil:
+            if is_double:
+                _fused(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp, <double*>dWp,
+                       <double*>dbp, accumulate, <double*>cnp.PyArray_DATA(parts_dW),
+                       <double*>cnp.PyArray_DATA(parts_db), num_threads)
+            else:
+                _fused(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp, <float*>dWp,
+                       <float*>dbp, accumulate, <float*>cnp.PyArray_DATA(parts_dW),
+                       <double*>cnp.PyArray_DATA(parts_db), num_threads)
+    else:
+        parts_db = np.empty(column_sums_workspace(o.N, o.M_out) if db is not None else 0,
+                            dtype=np.float64)
+        work = <double*>cnp.PyArray_DATA(parts_db)
+        with nogil:
+            if is_double:
+                _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,
+                          <double*>dWp, <double*>dbp, accumulate, work, num_threads)
+            else:
+                _separate(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp,
+                          <float*>dWp, <float*>dbp, accumulate, work, num_threads)

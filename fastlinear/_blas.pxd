@@ -1,0 +1,13 @@
+# Row-major GEMM on top of the column-major BLAS that SciPy ships.
+from cython cimport floating
+
+cdef Py_ssize_t blas_int_max() noexcept nogil
+
+cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+               const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
+               floating beta, floating* C, Py_ssize_t ldC) noexcept nogil
+
+cdef const floating* row(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t i) noexcept nogil
+cdef const floating* col(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t j) noexcept nogil
+
+cdef bint layout(object a, char* trans, Py_ssize_t* ld) noexcept

@@ -1,0 +1,129 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Row-major GEMM through ``scipy.linalg.cython_blas``.
+
+A row-major matrix with leading dimension ``ld`` is, byte for byte, the
+column-major transpose of itself, so ``C = op(A) op(B)`` in row-major order is
+the column-major call ``C^T = op(B)^T op(A)^T``: swap the operands, keep the
+flags, never copy.  Empty dimensions are handled here because BLAS rejects a
+leading dimension of 0, and dimensions past the 32-bit BLAS integer are split.
+"""
+cimport numpy as cnp
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cnp.import_array()
+
+cdef Py_ssize_t _int_max = 2147483647
+
+
+cdef Py_ssize_t blas_int_max() noexcept nogil:
+    return _int_max
+
+
+def _set_blas_int_max(Py_ssize_t value):
+    """Lower the largest dimension passed to one BLAS call (for tests).
+
+    Returns the previous value so that the caller can restore it.
+    """
+    global _int_max
+    if value < 1 or value > 2147483647:
+        raise ValueError(f"BLAS integer limit must be in [1, 2**31-1], got {value}")
+    previous = _int_max
+    _int_max = value
+    return previous
+
+
+cdef const floating* row(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t i) noexcept nogil:
+    """Address of row ``i`` of op(A); A is stored transposed when trans is 'T'."""
+    return A + i * ld if trans == b'N' else A + i
+
+
+cdef const floating* col(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t j) noexcept nogil:
+    """Address of column ``j`` of op(A)."""
+    return A + j if trans == b'N' else A + j * ld
+
+
+cdef void _gemm_call(char transA, char transB, int m, int n, int k,
+                     const floating* A, int ldA, const floating* B, int ldB,
+                     floating beta, floating* C, int ldC) noexcept nogil:
+    cdef floating one = 1
+    if floating is double:
+        dgemm(&transB, &transA, &n, &m, &k, &one, <double*>B, &ldB,
+              <double*>A, &ldA, &beta, C, &ldC)
+    else:
+        sgemm(&transB, &transA, &n, &m, &k, &one, <float*>B, &ldB,
+              <float*>A, &ldA, &beta, C, &ldC)
+
+
+cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+               const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
+               floating beta, floating* C, Py_ssize_t ldC) noexcept nogil:
+    """C (m x n) = op(A) (m x k) @ op(B) (k x n) + beta C, all row-major.
+
+    beta is 0 (C is overwritten, never read, so garbage or NaN in it does
+    not leak) or 1 (accumulate).  Leading dimensions must already be at most
+    blas_int_max(); m, n and k may exceed it.
+    """
+    cdef Py_ssize_t i, j, i0, j0, k0, mb, nb, kb
+    cdef floating beta_k
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        if beta == 0:
+            for i in range(m):
+                for j in range(n):
+                    C[i * ldC + j] = 0
+        return
+    i0 = 0
+    while i0 < m:
+        mb = min(m - i0, _int_max)
+        j0 = 0
+        while j0 < n:
+            nb = min(n - j0, _int_max)
+            k0 = 0
+            beta_k = beta
+            while k0 < k:
+                kb = min(k - k0, _int_max)
+                _gemm_call(transA, transB, <int>mb, <int>nb, <int>kb,
+                           col(row(A, transA, ldA, i0), transA, ldA, k0), <int>ldA,
+                           col(row(B, transB, ldB, k0), transB, ldB, j0), <int>ldB,
+                           beta_k, C + i0 * ldC + j0, <int>ldC)
+                beta_k = 1
+                k0 += kb
+            j0 += nb
+        i0 += mb
+
+
+cdef bint layout(object a, char* trans, Py_ssize_t* ld) noexcept:
+    """Whether BLAS can read the 2-D array ``a`` in place, and how.
+
+    Row-major storage (unit column stride) is op 'N'; column-major storage
+    (unit row stride) is the transpose of a row-major matrix, op 'T'.  A
+    stride of a length-1 axis is meaningless, so it is ignored.  Negative,
+    zero (broadcast) or other strides need a copy.
+    """
+    if not isinstance(a, cnp.ndarray) or cnp.PyArray_NDIM(<cnp.ndarray>a) != 2:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef Py_ssize_t r = cnp.PyArray_DIM(arr, 0), c = cnp.PyArray_DIM(arr, 1)
+    cdef Py_ssize_t s0 = cnp.PyArray_STRIDE(arr, 0), s1 = cnp.PyArray_STRIDE(arr, 1)
+    cdef Py_ssize_t item = cnp.PyArray_ITEMSIZE(arr)
+    if r == 0 or c == 0:
+        trans[0] = b'N'
+        ld[0] = max(c, 1)
+        return True
+    if (c <= 1 or s1 == item) and (r <= 1 or (s0 > 0 and s0 % item == 0 and s0 // item >= c)):
+        trans[0] = b'N'
+        ld[0] = s0 // item if r > 1 else max(c, 1)
+    elif (r <= 1 or s0 == item) and (c <= 1 or (s1 > 0 and s1 % item == 0 and s1 // item >= r)):
+        trans[0] = b'T'
+        ld[0] = s1 // item if c > 1 else max(r, 1)
+    else:
+        return False
+    return ld[0] <= _int_max
+
+
+def blas_readable(a):
+    """True when BLAS can read the 2-D array ``a`` without a copy."""
+    cdef char trans
+    cdef Py_ssize_t ld
+    return layout(a, &trans, &ld)

@@ -1,0 +1,86 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""db = column sums of dy, as a deterministic parallel reduction.
+
+The rows are cut into a number of chunks and the columns into blocks, both
+fixed by the shape; each (chunk, block) task sums its rows in order into a
+float64 partial, and the partials are added chunk by chunk in order.  So the
+result is bitwise the same for any thread count, and float32 input is summed
+in float64 before the single rounding at the end.
+"""
+from cython.parallel cimport prange
+cimport fastlinear._parallel as par
+
+# A column block of 512 float64 accumulators (4 KiB) stays in L1 while a task
+# streams its rows past it.
+cdef enum:
+    COLS = 512
+# Enough tasks to keep many cores busy; partial sums stay small.
+cdef enum:
+    TASKS = 64
+cdef enum:
+    MIN_ROWS = 256
+
+
+cdef void colsum_add(const floating* a, Py_ssize_t s0, Py_ssize_t s1,
+                     Py_ssize_t rows, Py_ssize_t cols, double* acc) noexcept nogil:
+    """acc[j] += sum_i a[i, j] for i in rows order, element strides s0, s1."""
+    cdef Py_ssize_t i, j
+    cdef const floating* r
+    if s1 == 1:
+        for i in range(rows):
+            r = a + i * s0
+            for j in range(cols):
+                acc[j] += r[j]
+    else:
+        for i in range(rows):
+            r = a + i * s0
+            for j in range(cols):
+                acc[j] += r[j * s1]
+
+
+cdef inline Py_ssize_t _chunks(Py_ssize_t N, Py_ssize_t M_out) noexcept nogil:
+    cdef Py_ssize_t blocks = max(1, par.ceil_div(M_out, COLS))
+    return max(1, min(par.ceil_div(N, MIN_ROWS), par.ceil_div(TASKS, blocks)))
+
+
+cdef Py_ssize_t column_sums_workspace(Py_ssize_t N, Py_ssize_t M_out) noexcept nogil:
+    """Number of float64 elements of workspace column_sums needs."""
+    return _chunks(N, M_out) * M_out
+
+
+cdef void combine(const double* parts, Py_ssize_t chunks, Py_ssize_t width,
+                  floating* out, bint accumulate, int num_threads) noexcept nogil:
+    """out[e] (+)= sum over c of parts[c, e], added in chunk order."""
+    cdef Py_ssize_t blocks = par.ceil_div(width, COLS), blk, e, e0, e1, c
+    cdef double s
+    for blk in prange(blocks, num_threads=num_threads, schedule='static'):
+        e0 = blk * COLS
+        e1 = min(e0 + COLS, width)
+        for e in range(e0, e1):
+            s = out[e] if accumulate else 0.0
+            for c in range(chunks):
+                s = s + parts[c * width + e]
+            out[e] = <floating>s
+
+
+cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
+                      Py_ssize_t N, Py_ssize_t M_out, floating* db, bint accumulate,
+                      double* work, int num_threads) noexcept nogil:
+    """db (+)= column sums of the N x M_out matrix dy (element strides s0, s1).
+
+    ``work`` holds column_sums_workspace(N, M_out) float64 elements.
+    """
+    cdef Py_ssize_t chunks = _chunks(N, M_out), blocks = par.ceil_div(M_out, COLS)
+    cdef Py_ssize_t t, c, j, i0, i1, j0, j1
+    if M_out == 0:
+        return
+    for t in prange(chunks * blocks, num_threads=num_threads, schedule='static'):
+        c = t // blocks
+        j0 = (t % blocks) * COLS
+        j1 = min(j0 + COLS, M_out)
+        i0 = par.chunk_start(c, N, chunks)
+        i1 = par.chunk_start(c + 1, N, chunks)
+        for j in range(j0, j1):
+            work[c * M_out + j] = 0
+        colsum_add(dy + i0 * s0 + j0 * s1, s0, s1, i1 - i0, j1 - j0, work + c * M_out + j0)
+    combine(work, chunks, M_out, db, accumulate, num_threads)

@@ -1,0 +1,37 @@
+"""show_config: what this build of fastlinear runs with."""
+import platform
+import sys
+
+import numpy as np
+import scipy
+
+from ._parallel import openmp_enabled
+from ._threads import blas_threads, get_num_threads
+
+
+def config():
+    """The facts show_config prints, as a dict."""
+    from . import __version__
+    return {
+        "fastlinear": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "openmp": openmp_enabled(),
+        "num_threads": get_num_threads(),
+        "blas": [{"internal_api": lib.internal_api, "version": lib.version,
+                  "threading_layer": getattr(lib, "threading_layer", None),
+                  "architecture": getattr(lib, "architecture", None),
+                  "num_threads": lib.get_num_threads(), "filepath": lib.filepath}
+                 for lib in blas_threads.libraries()],
+    }
+
+
+def show_config(file=None):
+    """Print fastlinear's version, OpenMP on/off, default threads and the BLAS in use."""
+    info = config()
+    lines = [f"{k:12s} {v}" for k, v in info.items() if k != "blas"]
+    for lib in info["blas"]:
+        lines.append("blas         " + ", ".join(f"{k}={v}" for k, v in lib.items()))
+    print("\n".join(lines), file=file or sys.stdout)

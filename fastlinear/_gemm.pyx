@@ -1,0 +1,70 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""A GEMM parallelised over tiles of C fixed by the shape.
+
+BLAS threads its own GEMM by splitting C according to the thread count, so
+its results change in the last bits when the thread count does.  Here C is
+cut into tiles that depend on (m, n, k) only, a prange hands them to the
+threads, and each tile is one single-threaded BLAS call: every element is
+computed by the same instructions whatever num_threads is.
+"""
+from cython.parallel cimport prange
+cimport fastlinear._parallel as par
+from fastlinear._blas cimport gemm, row, col
+
+cdef Py_ssize_t _min_tile_work = 1 << 27
+cdef Py_ssize_t _max_tiles = 64
+cdef Py_ssize_t _min_side = 256
+
+
+def _set_tiling(Py_ssize_t min_tile_work, Py_ssize_t max_tiles, Py_ssize_t min_side):
+    global _min_tile_work, _max_tiles, _min_side
+    _min_tile_work, _max_tiles, _min_side = min_tile_work, max_tiles, min_side
+
+
+cdef void _tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t* tm, Py_ssize_t* tn) noexcept nogil:
+    """Number of tiles along m and n: halve the longer side while a tile stays large.
+
+    Powers of two keep the tiles even on the usual even core counts; every
+    tile keeps at least _min_side rows and columns so that the repacking
+    of A and B that each BLAS call does stays small next to its arithmetic.
+    """
+    cdef Py_ssize_t mt = 1, nt = 1
+    cdef Py_ssize_t work = max(_min_tile_work, m * n * k // _max_tiles)
+    while (m // mt) * (n // nt) * k >= 2 * work:
+        if m // mt >= n // nt and m // mt >= 2 * _min_side:
+            mt *= 2
+        elif n // nt >= 2 * _min_side:
+            nt *= 2
+        elif m // mt >= 2 * _min_side:
+            mt *= 2
+        else:
+            break
+    tm[0] = mt
+    tn[0] = nt
+
+
+cdef void tiled_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
+                     const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC,
+                     int num_threads) noexcept nogil:
+    """C (m x n) = op(A) op(B), plus C if ``accumulate``, plus ``bias`` (length n) if given.
+
+    The bias is written into each tile just before its product is added
+    onto it with beta = 1, while the tile is in cache.
+    """
+    cdef Py_ssize_t tm, tn, t, i0, i1, j0, j1, i, j
+    cdef floating* Ci
+    _tiles(m, n, k, &tm, &tn)
+    for t in prange(tm * tn, num_threads=num_threads, schedule='dynamic'):
+        i0 = par.chunk_start(t // tn, m, tm)
+        i1 = par.chunk_start(t // tn + 1, m, tm)
+        j0 = par.chunk_start(t % tn, n, tn)
+        j1 = par.chunk_start(t % tn + 1, n, tn)
+        if bias != NULL:
+            for i in range(i0, i1):
+                Ci = C + i * ldC
+                for j in range(j0, j1):
+                    Ci[j] = bias[j]
+        gemm(transA, transB, i1 - i0, j1 - j0, k, row(A, transA, ldA, i0), ldA,
+             col(B, transB, ldB, j0), ldB,
+             <floating>(accumulate or bias != NULL), C + i0 * ldC + j0, ldC)

@@ -1,0 +1,138 @@
+"""The Linear layer class."""
+import math
+
+import numpy as np
+
+from ._api import _FLOATS, linear_backward, linear_forward
+
+
+class Linear:
+    r"""A fully-connected layer: :math:`y = x W + b`.
+
+    Parameters
+    ----------
+    in_features : int
+        M_in, the size of each input row.
+    out_features : int
+        M_out, the size of each output row.
+    bias : bool
+        If False the layer has no bias (``b`` and ``db`` are None).
+    dtype : numpy.float32 or numpy.float64
+    seed : int or numpy.random.Generator, optional
+        Seed of the initialisation.
+
+    Shapes
+    ------
+    - x: (..., M_in); y = forward(x): (..., M_out).
+    - dy: (..., M_out) like y; dx = backward(dy): (..., M_in) like x.
+
+    Attributes
+    ----------
+    W : ndarray (M_in, M_out)
+        Weights, stored (in, out) so that y = x @ W.  Initialised from
+        U(-1/sqrt(M_in), 1/sqrt(M_in)), as ``torch.nn.Linear`` does.
+    b : ndarray (M_out,) or None
+        Bias, initialised like W.
+    dW, db : ndarray
+        Gradients, accumulated by every :meth:`backward` (like PyTorch's
+        ``.grad``) until :meth:`zero_grad`.  All four arrays are updated in
+        place, so an optimiser may keep references to them.
+
+    ``forward`` keeps a reference to x (not a copy) for ``backward``: do not
+    write into x between the two.  One instance holds one pending input; use
+    one instance per thread, or share ``W``/``b`` through the functional API.
+
+    Example
+    -------
+    >>> import numpy as np, fastlinear
+    >>> layer = fastlinear.Linear(3, 2, seed=0)
+    >>> x = np.ones((4, 3))
+    >>> y = layer.forward(x)
+    >>> y.shape
+    (4, 2)
+    >>> dx = layer.backward(np.ones_like(y))
+    >>> dx.shape, layer.dW.shape
+    ((4, 3), (3, 2))
+    >>> bool(np.allclose(layer.db, [4.0, 4.0]))
+    True
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float64, seed=None):
+        for name, n in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(n, bool) or not hasattr(n, "__index__") or n.__index__() < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {n!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in _FLOATS:
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / math.sqrt(in_features) if in_features else 0.0
+        shape = (self.in_features, self.out_features)
+        self.W = rng.uniform(-bound, bound, shape).astype(dtype)
+        self.b = rng.uniform(-bound, bound, self.out_features).astype(dtype) if bias else None
+        self.dW = np.zeros_like(self.W)
+        self.db = np.zeros_like(self.b) if bias else None
+        self._x = None
+
+    @property
+    def dtype(self):
+        return self.W.dtype
+
+    def forward(self, x, *, num_threads=None):
+        """y = x @ W + b; keeps a reference to x for :meth:`backward`."""
+        y = linear_forward(x, self.W, self.b, num_threads=num_threads)
+        self._x = x
+        return y
+
+    __call__ = forward
+
+    def backward(self, dy, *, need_dx=True, num_threads=None):
+        """Add this step's gradients into dW and db; return dx (None if not needed)."""
+        if self._x is None:
+            raise RuntimeError("backward() called before forward()")
+        grads = linear_backward(self._x, self.W, dy, bias=self.b is not None,
+                                need_dx=need_dx, dW=self.dW, db=self.db,
+                                accumulate=True, num_threads=num_threads)
+        return grads.dx
+
+    def zero_grad(self):
+        """Set dW and db to zero, in place."""
+        self.dW.fill(0)
+        if self.db is not None:
+            self.db.fill(0)
+
+    def parameters(self):
+        """[(W, dW), (b, db)]: each parameter with its gradient, for an optimiser."""
+        pairs = [(self.W, self.dW)]
+        if self.b is not None:
+            pairs.append((self.b, self.db))
+        return pairs
+
+    def state_dict(self):
+        """Copies of the parameters: {'W': ..., 'b': ...} (no 'b' without bias)."""
+        state = {"W": self.W.copy()}
+        if self.b is not None:
+            state["b"] = self.b.copy()
+        return state
+
+    def load_state_dict(self, state):
+        """Copy parameters in place from a dict made by :meth:`state_dict`."""
+        expected = {"W"} | ({"b"} if self.b is not None else set())
+        if set(state) != expected:
+            raise ValueError(f"state must have keys {sorted(expected)}, got {sorted(state)}")
+        new = {}
+        for name in expected:
+            value = np.asarray(state[name])
+            target = getattr(self, name)
+            if value.shape != target.shape:
+                raise ValueError(f"{name} must have shape {target.shape}, got {value.shape}")
+            if value.dtype.kind not in "fiu":
+                raise TypeError(f"{name} must be real numbers, got {value.dtype}")
+            new[name] = value
+        for name, value in new.items():
+            np.copyto(getattr(self, name), value, casting="same_kind")
+
+    def __repr__(self):
+        return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.b is not None}, dtype={self.dtype.name})")

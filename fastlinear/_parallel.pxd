@@ -1,0 +1,26 @@
+# Work partitions shared by the kernels.  Every partition is a function of the
+# shape alone, never of the thread count, so that the order in which partial
+# sums are combined, and hence every bit of the result, is the same whatever
+# num_threads is.
+
+cdef extern from "_omp.h":
+    int FL_HAVE_OPENMP
+
+
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b
+
+
+cdef inline Py_ssize_t chunk_start(Py_ssize_t c, Py_ssize_t n, Py_ssize_t chunks) noexcept nogil:
+    """First row of chunk ``c`` when ``n`` rows are cut into ``chunks`` near-equal chunks."""
+    return c * n // chunks
+
+
+cdef inline Py_ssize_t block_rows(Py_ssize_t width, Py_ssize_t itemsize, Py_ssize_t limit) noexcept nogil:
+    """Rows of a block whose ``width`` elements per row fill about 256 KiB.
+
+    That keeps a block of x, dy and dx resident in a core's L2 cache while the
+    three products that read it run.
+    """
+    cdef Py_ssize_t rows = (256 * 1024) // (max(width, 1) * itemsize)
+    return max(1, min(max(rows, 16), 4096, limit))

@@ -1,0 +1,119 @@
+"""Thread counts: the process default for fastlinear, and BLAS's own pool.
+
+fastlinear never changes the process's OpenMP settings (each parallel region
+names its thread count).  It does have to steer BLAS: a kernel whose OpenMP
+threads each call BLAS needs BLAS on one thread, or 2 threads each start 2
+more; a kernel that makes one large BLAS call wants BLAS on ``num_threads``.
+The change is made only while such calls run and the previous value is put
+back when the last of them ends, so ``threadpoolctl.threadpool_info()``
+reads the same before and after every call.
+"""
+import os
+import threading
+
+_lock = threading.Lock()
+_default = None
+
+
+def _env_threads():
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def get_num_threads():
+    """The number of threads a call uses when it is given no ``num_threads``.
+
+    It is the value last given to :func:`set_num_threads`, else
+    ``OMP_NUM_THREADS``, else the number of CPUs this process may run on.
+    """
+    global _default
+    if _default is None:
+        _default = _env_threads()
+    return _default
+
+
+def set_num_threads(n):
+    """Set the default number of threads of fastlinear calls in this process.
+
+    ``None`` goes back to ``OMP_NUM_THREADS`` or the CPU count.  Only
+    fastlinear is affected: the OpenMP runtime and BLAS keep their settings.
+    """
+    global _default
+    _default = None if n is None else check_threads(n)
+
+
+def check_threads(n):
+    """``n`` as a positive int, or the process default when ``n`` is None."""
+    if n is None:
+        return get_num_threads()
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        raise TypeError(f"num_threads must be a positive int or None, got {n!r}")
+    n = n.__index__()
+    if n < 1:
+        raise ValueError(f"num_threads must be >= 1, got {n}")
+    return n
+
+
+class BlasThreads:
+    """Holds SciPy's BLAS at a given thread count while calls are inside.
+
+    Calls that want the same count share the setting; a call that wants
+    another count waits until the others have left, so no call ever runs
+    with a count it did not ask for.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._libs = None
+        self._active = 0
+        self._count = None
+        self._saved = ()
+
+    def libraries(self):
+        """threadpoolctl controllers of the BLAS that scipy.linalg.cython_blas uses."""
+        if self._libs is None:
+            import scipy
+            import scipy.linalg.cython_blas  # noqa: F401  (loads the library)
+            from threadpoolctl import ThreadpoolController
+
+            blas = ThreadpoolController().select(user_api="blas").lib_controllers
+            scipy_dir = os.path.realpath(os.path.dirname(scipy.__file__))
+            # A SciPy wheel bundles its BLAS in scipy/ or scipy.libs/; an
+            # unbundled SciPy links a system BLAS we cannot tell apart, so
+            # every BLAS is held then.
+            own = [lib for lib in blas
+                   if os.path.realpath(lib.filepath).startswith((scipy_dir + os.sep,
+                                                                 scipy_dir + ".libs" + os.sep))]
+            self._libs = own or blas
+        return self._libs
+
+    def enter(self, count):
+        with self._cond:
+            while self._active and self._count != count:
+                self._cond.wait()
+            if not self._active:
+                libs = self.libraries()
+                self._saved = tuple(lib.get_num_threads() for lib in libs)
+                for lib, saved in zip(libs, self._saved):
+                    if saved != count:
+                        lib.set_num_threads(count)
+                self._count = count
+            self._active += 1
+
+    def exit(self):
+        with self._cond:
+            self._active -= 1
+            if not self._active:
+                for lib, saved in zip(self.libraries(), self._saved):
+                    if saved != self._count:
+                        lib.set_num_threads(saved)
+                self._count = None
+                self._cond.notify_all()
+
+
+blas_threads = BlasThreads()

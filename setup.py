@@ -1,0 +1,86 @@
+"""Build the Cython kernels, with OpenMP when the compiler has it.
+
+Set FASTLINEAR_SANITIZE=1 to build with AddressSanitizer and
+UndefinedBehaviorSanitizer (see CONTRIBUTING.md).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+KERNELS = ["_blas", "_parallel", "_gemm", "_colsum", "_forward", "_backward"]
+OPENMP_FLAGS = {"unix": (["-fopenmp"], ["-fopenmp"]), "msvc": (["/openmp"], [])}
+
+
+def compiler_has_openmp(compiler):
+    """Compile and link a tiny OpenMP program; True if that works."""
+    compile_args, link_args = OPENMP_FLAGS.get(compiler.compiler_type, ([], []))
+    if not compile_args:
+        return False
+    tmp = tempfile.mkdtemp()
+    src = os.path.join(tmp, "omp_check.c")
+    with open(src, "w") as f:
+        f.write(textwrap.dedent("""
+            #include <omp.h>
+            int main(void) {
+                int n = 0;
+                #pragma omp parallel reduction(+:n)
+                n += 1;
+                return omp_get_max_threads() > 0 && n > 0 ? 0 : 1;
+            }
+        """))
+    try:
+        objects = compiler.compile([src], output_dir=tmp, extra_postargs=compile_args)
+        compiler.link_executable(objects, os.path.join(tmp, "omp_check"),
+                                 extra_postargs=link_args)
+        return True
+    except Exception:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        if os.environ.get("FASTLINEAR_DISABLE_OPENMP") == "1":
+            use_openmp = False
+        else:
+            use_openmp = compiler_has_openmp(self.compiler)
+            if not use_openmp:
+                warnings.warn("fastlinear: the C compiler has no OpenMP; building serial "
+                              "kernels (num_threads will have no effect)")
+        compile_args, link_args = OPENMP_FLAGS.get(self.compiler.compiler_type, ([], []))
+        sanitize = os.environ.get("FASTLINEAR_SANITIZE") == "1"
+        for ext in self.extensions:
+            if self.compiler.compiler_type == "unix":
+                ext.extra_compile_args += ["-O3"]
+            if use_openmp:
+                ext.extra_compile_args += compile_args
+                ext.extra_link_args += link_args
+            if sanitize:
+                flags = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
+                ext.extra_compile_args += flags
+                ext.extra_link_args += flags
+        super().build_extensions()
+
+
+extensions = [
+    Extension(f"fastlinear.{name}", [f"fastlinear/{name}.pyx"],
+              include_dirs=[np.get_include(), "fastlinear"],
+              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")])
+    for name in KERNELS
+]
+
+setup(
+    ext_modules=cythonize(extensions, compiler_directives={"language_level": 3},
+                          include_path=["."]),
+    cmdclass={"build_ext": BuildExt},
+)
