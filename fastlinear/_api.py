@@ -8,7 +8,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import _backward, _forward
-from ._blas import blas_readable
+from ._blas import blas_int_limit, blas_readable
 from ._threads import blas_threads, check_threads
 
 __all__ = ["Grads", "linear_forward", "linear_backward"]
@@ -69,6 +69,9 @@ def _same_dtype(arrays):
 def _check_weights(W, b=None):
     if W.ndim != 2:
         raise ValueError(f"W must be 2-D (M_in, M_out), got shape {W.shape}")
+    if max(W.shape) > blas_int_limit():
+        raise ValueError(f"W of shape {W.shape} has a dimension above {blas_int_limit()}, "
+                         "the largest a row of a BLAS matrix can have")
     if b is not None and b.shape != (W.shape[1],):
         raise ValueError(f"b must have shape (M_out,) = ({W.shape[1]},) for W of shape "
                          f"{W.shape}, got {b.shape}")
@@ -185,7 +188,8 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
         Buffers of the gradients' shapes and dtype to write into.
     accumulate : bool
         Add the gradients into the given buffers (like PyTorch's ``.grad``)
-        instead of overwriting them.  Every wanted gradient needs a buffer.
+        instead of overwriting them.  Gradients given no buffer are returned
+        in new arrays either way.
     num_threads : int, optional
         Threads for this call; default :func:`fastlinear.get_num_threads`.
 
@@ -211,8 +215,6 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     given = []
     for name, need, buf, shape in wanted:
         if buf is None:
-            if need and accumulate:
-                raise ValueError(f"accumulate=True needs a {name} buffer to add into")
             continue
         if not need:
             raise ValueError(f"a {name} buffer was given but {name} is not computed")
@@ -227,7 +229,8 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
                for name, need, buf, shape in wanted]
     path, count = _plan(N, M_in, M_out)
     _run(count, _backward.backward, x2, W, dy2,
-         targets[0][0], targets[1][0], targets[2][0], accumulate, path == "blocked",
+         targets[0][0], targets[1][0], targets[2][0],
+         [bool(accumulate and buf is not None) for _, _, buf, _ in wanted], path == "blocked",
          1 if path == "serial" else num_threads)
     result = []
     for (t, copy_back), (name, need, buf, shape) in zip(targets, wanted):

@@ -51,7 +51,7 @@ cdef Py_ssize_t fused_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
 
 
 cdef void _fused(const Operands* o, const floating* x, const floating* W, const floating* dy,
-                 floating* dx, floating* dW, floating* db, bint accumulate,
+                 floating* dx, floating* dW, floating* db, const bint* accumulate,
                  floating* parts_dW, double* parts_db, int num_threads) noexcept nogil:
     cdef Py_ssize_t N = o.N, M_in = o.M_in, M_out = o.M_out
     cdef Py_ssize_t rows = par.block_rows(2 * M_in + M_out, sizeof(floating), blas_int_max())
@@ -73,7 +73,7 @@ cdef void _fused(const Operands* o, const floating* x, const floating* W, const 
             n = min(rows, i1 - i)
             if dx != NULL:
                 gemm(o.tdy, flip(o.tW), n, M_in, M_out, row(dy, o.tdy, o.lddy, i), o.lddy,
-                     W, o.ldW, <floating>accumulate, dx + i * M_in, M_in)
+                     W, o.ldW, <floating>accumulate[0], dx + i * M_in, M_in)
             if dW != NULL:
                 gemm(flip(o.tx), o.tdy, M_in, M_out, n, row(x, o.tx, o.ldx, i), o.ldx,
                      row(dy, o.tdy, o.lddy, i), o.lddy,
@@ -82,9 +82,9 @@ cdef void _fused(const Operands* o, const floating* x, const floating* W, const 
                 colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
             i = i + n
     if dW != NULL:
-        _combine_same(parts_dW, chunks, M_in * M_out, dW, accumulate, num_threads)
+        _combine_same(parts_dW, chunks, M_in * M_out, dW, accumulate[1], num_threads)
     if db != NULL:
-        combine(parts_db, chunks, M_out, db, accumulate, num_threads)
+        combine(parts_db, chunks, M_out, db, accumulate[2], num_threads)
 
 
 cdef void _combine_same(const floating* parts, Py_ssize_t chunks, Py_ssize_t width,
@@ -100,31 +100,34 @@ cdef void _combine_same(const floating* parts, Py_ssize_t chunks, Py_ssize_t wid
 
 
 cdef void _separate(const Operands* o, const floating* x, const floating* W, const floating* dy,
-                    floating* dx, floating* dW, floating* db, bint accumulate,
+                    floating* dx, floating* dW, floating* db, const bint* accumulate,
                     double* work, int num_threads) noexcept nogil:
     if dx != NULL:
         tiled_gemm(o.tdy, flip(o.tW), o.N, o.M_in, o.M_out, dy, o.lddy, W, o.ldW,
-                   <floating*>NULL, accumulate, dx, o.M_in, num_threads)
+                   <floating*>NULL, accumulate[0], dx, o.M_in, num_threads)
     if dW != NULL:
         tiled_gemm(flip(o.tx), o.tdy, o.M_in, o.M_out, o.N, x, o.ldx, dy, o.lddy,
-                   <floating*>NULL, accumulate, dW, o.M_out, num_threads)
+                   <floating*>NULL, accumulate[1], dW, o.M_out, num_threads)
     if db != NULL:
         column_sums(dy, o.lddy if o.tdy == b'N' else 1, 1 if o.tdy == b'N' else o.lddy,
-                    o.N, o.M_out, db, accumulate, work, num_threads)
+                    o.N, o.M_out, db, accumulate[2], work, num_threads)
 
 
 cdef inline void* _data(a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-def backward(x, W, dy, dx, dW, db, bint accumulate, bint fused, int num_threads):
-    """Write (or, with ``accumulate``, add) the requested gradients.
+def backward(x, W, dy, dx, dW, db, accumulate, bint fused, int num_threads):
+    """Write the requested gradients, or add them where ``accumulate`` says so.
 
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
     reads in place; dx, dW and db are None (not wanted) or C-contiguous
-    arrays of the gradient's shape.  All share one dtype.
+    arrays of the gradient's shape.  All share one dtype.  ``accumulate`` is
+    three flags, for dx, dW and db.
     """
     cdef Operands o
+    cdef bint acc[3]
+    acc[0], acc[1], acc[2] = accumulate
     if not (layout(x, &o.tx, &o.ldx) and layout(W, &o.tW, &o.ldW)
             and layout(dy, &o.tdy, &o.lddy)):
         raise ValueError("x, W and dy must be readable by BLAS in place")
@@ -150,11 +153,11 @@ def backward(x, W, dy, dx, dW, db, bint accumulate, bint fused, int num_threads)
         with nogil:
             if is_double:
                 _fused(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp, <double*>dWp,
-                       <double*>dbp, accumulate, <double*>cnp.PyArray_DATA(parts_dW),
+                       <double*>dbp, acc, <double*>cnp.PyArray_DATA(parts_dW),
                        <double*>cnp.PyArray_DATA(parts_db), num_threads)
             else:
                 _fused(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp, <float*>dWp,
-                       <float*>dbp, accumulate, <float*>cnp.PyArray_DATA(parts_dW),
+                       <float*>dbp, acc, <float*>cnp.PyArray_DATA(parts_dW),
                        <double*>cnp.PyArray_DATA(parts_db), num_threads)
     else:
         parts_db = np.empty(column_sums_workspace(o.N, o.M_out) if db is not None else 0,
@@ -163,7 +166,7 @@ def backward(x, W, dy, dx, dW, db, bint accumulate, bint fused, int num_threads)
         with nogil:
             if is_double:
                 _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,
-                          <double*>dWp, <double*>dbp, accumulate, work, num_threads)
+                          <double*>dWp, <double*>dbp, acc, work, num_threads)
             else:
                 _separate(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp,
-                          <float*>dWp, <float*>dbp, accumulate, work, num_threads)
+                          <float*>dWp, <float*>dbp, acc, work, num_threads)

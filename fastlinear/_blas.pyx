@@ -19,6 +19,11 @@ cdef Py_ssize_t blas_int_max() noexcept nogil:
     return _int_max
 
 
+def blas_int_limit():
+    """Largest matrix dimension one BLAS call takes (2**31 - 1)."""
+    return _int_max
+
+
 def _set_blas_int_max(Py_ssize_t value):
     """Lower the largest dimension passed to one BLAS call (for tests).
 

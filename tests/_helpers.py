@@ -1,0 +1,27 @@
+"""Reference math and tolerances shared by the tests."""
+import numpy as np
+
+DTYPES = [np.float32, np.float64]
+
+
+def reference(x, W, b, dy):
+    """y, dx, dW, db in float64 NumPy, summing over all leading dimensions."""
+    x64, W64 = np.asarray(x, np.float64), np.asarray(W, np.float64)
+    y = x64 @ W64 + (0 if b is None else np.asarray(b, np.float64))
+    N = int(np.prod(x.shape[:-1]))
+    dy2 = np.asarray(dy, np.float64).reshape(N, W.shape[1])
+    x2 = x64.reshape(N, W.shape[0])
+    return y, (dy2 @ W64.T).reshape(x.shape), x2.T @ dy2, dy2.sum(0)
+
+
+def assert_close(actual, expected, dtype, k, scale=1.0):
+    """Within the rounding error of a length-k dot product in ``dtype``."""
+    assert actual.shape == expected.shape
+    assert actual.dtype == np.dtype(dtype)
+    eps = np.finfo(dtype).eps
+    atol = 4 * eps * (k + 1) * scale
+    np.testing.assert_allclose(actual, expected, rtol=4 * eps * (k + 1), atol=atol)
+
+
+def make(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)

@@ -1,0 +1,290 @@
+"""Errors, threads, the Linear class and configuration."""
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from _helpers import DTYPES, assert_close, make, reference
+from threadpoolctl import threadpool_info
+
+import fastlinear
+from fastlinear import Linear, linear_backward, linear_forward
+
+F64 = np.float64
+
+
+def arrays(N=4, M_in=3, M_out=2, dtype=F64):
+    rng = np.random.default_rng(0)
+    return make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, M_out, dtype), make(rng, (N, M_out), dtype)
+
+
+# ---- bad input -------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [np.int64, np.int32, np.bool_, np.complex128, np.float16, object])
+def test_non_float_dtypes_are_type_errors(bad):
+    x, W, b, dy = arrays()
+    with pytest.raises(TypeError, match="x must be float32 or float64"):
+        linear_forward(x.astype(bad), W, b)
+    with pytest.raises(TypeError, match="W must be float32 or float64"):
+        linear_backward(x, W.astype(bad), dy)
+    with pytest.raises(TypeError, match="dy must be float32 or float64"):
+        linear_backward(x, W, dy.astype(bad))
+
+
+def test_complex_message_mentions_imaginary_part():
+    x, W, b, _ = arrays()
+    with pytest.raises(TypeError, match="imaginary"):
+        linear_forward(x, W.astype(np.complex128), b)
+
+
+def test_mixed_precision_is_a_type_error():
+    x, W, b, dy = arrays()
+    with pytest.raises(TypeError, match="x is float32, W is float64"):
+        linear_forward(x.astype(np.float32), W, b)
+    with pytest.raises(TypeError, match="b is float32"):
+        linear_forward(x, W, b.astype(np.float32))
+    with pytest.raises(TypeError, match="dy is float32"):
+        linear_backward(x, W, dy.astype(np.float32))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda x, W, b, dy: linear_forward(x[:, :2], W, b), r"x must have shape \(\.\.\., M_in\) = \(\.\.\., 3\).*\(3, 2\).*\(4, 2\)"),
+    (lambda x, W, b, dy: linear_forward(x, W[None], b), r"W must be 2-D.*\(1, 3, 2\)"),
+    (lambda x, W, b, dy: linear_forward(x, W, b[:1]), r"b must have shape \(M_out,\) = \(2,\).*\(1,\)"),
+    (lambda x, W, b, dy: linear_forward(x, W, b[None]), r"b must have shape.*\(1, 2\)"),
+    (lambda x, W, b, dy: linear_forward(x[0, 0], W, b), r"x must have shape .*got \(\)"),
+    (lambda x, W, b, dy: linear_backward(x, W, dy[:3]), r"dy must have shape \(4, 2\).*\(4, 3\).*\(3, 2\)"),
+    (lambda x, W, b, dy: linear_backward(x, W, dy[:, :1]), r"dy must have shape \(\.\.\., M_out\)"),
+    (lambda x, W, b, dy: linear_backward(x, W.T, dy), r"x must have shape"),
+])
+def test_shape_errors_name_the_shapes(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(*arrays())
+
+
+def test_out_errors_and_nothing_written():
+    x, W, b, dy = arrays()
+    ro = np.zeros((4, 2))
+    ro.flags.writeable = False
+    xw = x.copy()
+    cases = [
+        (np.zeros((4, 3)), ValueError, "out must have shape"),
+        (np.zeros((4, 2), np.float32), ValueError, "out must have dtype float64"),
+        (ro, ValueError, "out is read-only"),
+        ([[0.0, 0.0]] * 4, TypeError, "out must be a NumPy array"),
+    ]
+    for out, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            linear_forward(x, W, b, out=out)
+    big = np.zeros((4, 5))
+    x_in_big = big[:, :3]
+    x_in_big[:] = x
+    with pytest.raises(ValueError, match="out overlaps x"):
+        linear_forward(x_in_big, W, b, out=big[:, 1:3])
+    np.testing.assert_array_equal(big[:, :3], x)
+    with pytest.raises(ValueError, match="out overlaps W"):
+        linear_forward(x[:2, :2], W[:2], out=W[:2])
+    np.testing.assert_array_equal(x, xw)
+
+
+def test_gradient_buffer_errors_and_nothing_written():
+    x, W, b, dy = arrays()
+    dW = np.full((3, 2), 7.0)
+    db = np.full(2, 7.0)
+    with pytest.raises(ValueError, match="dx must have shape"):
+        linear_backward(x, W, dy, dx=np.zeros((4, 2)), dW=dW, db=db)
+    with pytest.raises(ValueError, match="db overlaps dW"):
+        linear_backward(x, W, dy, dW=dW, db=dW[0])
+    with pytest.raises(ValueError, match="dW overlaps dy"):
+        linear_backward(x, W, dy, dW=dy[:3])
+    with pytest.raises(ValueError, match="db buffer was given but db is not computed"):
+        linear_backward(x, W, dy, bias=False, db=db)
+    np.testing.assert_array_equal(dW, 7.0)
+    np.testing.assert_array_equal(db, 7.0)
+
+
+@pytest.mark.parametrize("n, exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("2", TypeError), (True, TypeError)])
+def test_bad_num_threads(n, exc):
+    x, W, b, dy = arrays()
+    with pytest.raises(exc, match="num_threads"):
+        linear_forward(x, W, b, num_threads=n)
+    with pytest.raises(exc, match="num_threads"):
+        linear_backward(x, W, dy, num_threads=n)
+    with pytest.raises(exc, match="num_threads"):
+        fastlinear.set_num_threads(n)
+
+
+def test_inputs_not_modified_and_lists_accepted():
+    x, W, b, dy = arrays()
+    copies = [a.copy() for a in (x, W, b, dy)]
+    y = linear_forward(x.tolist(), W.tolist(), b.tolist())
+    assert_close(y, x @ W + b, F64, 3)
+    linear_forward(x, W, b)
+    linear_backward(x, W, dy)
+    for a, c in zip((x, W, b, dy), copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_non_native_byte_order():
+    x, W, b, dy = arrays()
+    y = linear_forward(x.astype(">f8"), W, b)
+    assert y.dtype == F64
+    assert_close(y, x @ W + b, F64, 3)
+
+
+# ---- threads -----------------------------------------------------------------
+
+SHAPES_BY_PATH = [(30, 20, 10), (20000, 16, 8), (5000, 64, 16), (600, 300, 200), (1024, 512, 256)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES_BY_PATH, ids=str)
+def test_bitwise_identical_across_thread_counts(shape, dtype):
+    N, M_in, M_out = shape
+    x, W, b, dy = arrays(N, M_in, M_out, dtype)
+    results = []
+    for t in (1, 2, 3, 4, 1):
+        y = linear_forward(x, W, b, num_threads=t)
+        results.append((y,) + tuple(linear_backward(x, W, dy, num_threads=t)))
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_blas_thread_setting_unchanged():
+    before = threadpool_info()
+    for shape in SHAPES_BY_PATH:
+        x, W, b, dy = arrays(*shape)
+        for t in (1, 2, 3):
+            linear_forward(x, W, b, num_threads=t)
+            linear_backward(x, W, dy, num_threads=t)
+    assert threadpool_info() == before
+
+
+def test_concurrent_calls_from_python_threads():
+    rng = np.random.default_rng(3)
+    cases = []
+    for shape in [(500, 300, 200), (20000, 16, 8), (40, 30, 20)]:
+        N, M_in, M_out = shape
+        x, W, dy = make(rng, (N, M_in), F64), make(rng, (M_in, M_out), F64), make(rng, (N, M_out), F64)
+        b = make(rng, M_out, F64)
+        cases.append((x, W, b, dy, reference(x, W, b, dy)))
+    before = threadpool_info()
+    errors = []
+
+    def work(i):
+        try:
+            for r in range(15):
+                x, W, b, dy, (ry, rdx, rdW, rdb) = cases[(i + r) % len(cases)]
+                y = linear_forward(x, W, b, num_threads=1 + r % 2)
+                g = linear_backward(x, W, dy, num_threads=1 + r % 2)
+                assert_close(y, ry, F64, W.shape[0])
+                assert_close(g.dW, rdW, F64, x.shape[0])
+                assert_close(g.dx, rdx, F64, W.shape[1])
+                assert_close(g.db, rdb, F64, x.shape[0])
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert threadpool_info() == before
+
+
+def test_default_threads_and_env():
+    old = fastlinear.get_num_threads()
+    try:
+        fastlinear.set_num_threads(3)
+        assert fastlinear.get_num_threads() == 3
+        fastlinear.set_num_threads(None)
+        assert fastlinear.get_num_threads() >= 1
+    finally:
+        fastlinear.set_num_threads(old)
+    code = "import fastlinear; print(fastlinear.get_num_threads())"
+    env = dict(os.environ, OMP_NUM_THREADS="5")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(fastlinear.__file__)))
+    assert out.stdout.strip() == "5", out.stderr
+
+
+def test_show_config(capsys):
+    fastlinear.show_config()
+    text = capsys.readouterr().out
+    assert fastlinear.__version__ in text
+    assert "openmp" in text and "num_threads" in text and "blas" in text
+
+
+# ---- the Linear class ----------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_class_matches_functional(dtype):
+    layer = Linear(5, 3, dtype=dtype, seed=0)
+    assert layer.W.shape == (5, 3) and layer.b.shape == (3,) and layer.W.dtype == dtype
+    bound = 1 / np.sqrt(5)
+    assert np.all(np.abs(layer.W) <= bound) and np.all(np.abs(layer.b) <= bound)
+    rng = np.random.default_rng(1)
+    x, dy = make(rng, (2, 7, 5), dtype), make(rng, (2, 7, 3), dtype)
+    ry, rdx, rdW, rdb = reference(x, layer.W, layer.b, dy)
+    W_id, dW_id = id(layer.W), id(layer.dW)
+    assert_close(layer(x), ry, dtype, 5)
+    assert_close(layer.backward(dy), rdx, dtype, 3)
+    layer.forward(x)
+    layer.backward(dy, need_dx=False)
+    assert_close(layer.dW, 2 * rdW, dtype, 28)
+    assert_close(layer.db, 2 * rdb, dtype, 28)
+    layer.zero_grad()
+    assert not layer.dW.any() and not layer.db.any()
+    assert id(layer.W) == W_id and id(layer.dW) == dW_id
+
+
+def test_linear_init_is_seeded_and_uniform():
+    a, b = Linear(400, 300, seed=1), Linear(400, 300, seed=1)
+    np.testing.assert_array_equal(a.W, b.W)
+    assert not np.array_equal(a.W, Linear(400, 300, seed=2).W)
+    bound = 1 / 20
+    assert a.W.min() >= -bound and a.W.max() <= bound
+    assert abs(a.W.mean()) < 0.001 and abs(a.W.std() - bound / np.sqrt(3)) < 0.001
+
+
+def test_linear_no_bias_state_dict_repr():
+    layer = Linear(4, 2, bias=False, dtype=np.float32)
+    assert layer.b is None and layer.db is None
+    assert repr(layer) == "Linear(in_features=4, out_features=2, bias=False, dtype=float32)"
+    state = layer.state_dict()
+    assert set(state) == {"W"}
+    other = Linear(4, 2, bias=False, dtype=np.float32, seed=5)
+    W_before = other.W
+    other.load_state_dict(state)
+    assert other.W is W_before
+    np.testing.assert_array_equal(other.W, layer.W)
+    state["W"][:] = 0
+    assert layer.W.any()
+    with pytest.raises(ValueError, match="keys"):
+        other.load_state_dict({"W": layer.W, "b": np.zeros(2)})
+    with pytest.raises(ValueError, match=r"W must have shape \(4, 2\)"):
+        other.load_state_dict({"W": np.zeros((2, 4))})
+    g = other.parameters()
+    assert len(g) == 1 and g[0][0] is other.W and g[0][1] is other.dW
+
+
+def test_linear_errors():
+    with pytest.raises(RuntimeError, match="before forward"):
+        Linear(2, 2).backward(np.ones((1, 2)))
+    with pytest.raises(TypeError, match="dtype"):
+        Linear(2, 2, dtype=np.int32)
+    with pytest.raises(ValueError, match="in_features"):
+        Linear(-1, 2)
+    with pytest.raises(TypeError, match="x is float32, W is float64"):
+        Linear(2, 2)(np.ones((1, 2), np.float32))
+
+
+def test_linear_docstring_example():
+    import doctest
+    import fastlinear._linear as mod
+    result = doctest.testmod(mod, verbose=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,216 @@
+"""Results against an independent float64 NumPy reference and finite differences."""
+import numpy as np
+import pytest
+from _helpers import DTYPES, assert_close, make, reference
+
+import fastlinear
+
+SHAPES = [
+    (0, 3, 4), (3, 0, 4), (3, 4, 0), (0, 0, 0), (1, 1, 1), (1, 5, 3), (5, 1, 3), (5, 3, 1),
+    (7, 13, 5), (33, 17, 65), (64, 784, 256), (300, 200, 150), (2049, 33, 7),
+    (20000, 16, 8), (1500, 300, 120), (5000, 64, 16),
+]
+
+
+def check_all(x, W, b, dy, **kw):
+    dtype = W.dtype
+    y = fastlinear.linear_forward(x, W, b, **kw)
+    g = fastlinear.linear_backward(x, W, dy, bias=b is not None, **kw)
+    ry, rdx, rdW, rdb = reference(x, W, b, dy)
+    N = int(np.prod(x.shape[:-1]))
+    assert_close(y, ry, dtype, W.shape[0])
+    assert_close(g.dx, rdx, dtype, W.shape[1])
+    assert_close(g.dW, rdW, dtype, N)
+    if b is None:
+        assert g.db is None
+    else:
+        assert_close(g.db, rdb, dtype, N)
+    return y, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_matches_reference(rng, shape, bias, dtype):
+    N, M_in, M_out = shape
+    x, W, dy = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
+    b = make(rng, M_out, dtype) if bias else None
+    check_all(x, W, b, dy)
+
+
+def layouts(a):
+    """The same matrix in layouts BLAS reads in place and ones it cannot."""
+    yield "C", np.ascontiguousarray(a)
+    yield "F", np.asfortranarray(a)
+    big = np.zeros((a.shape[0] * 2 + 1, a.shape[1] * 3 + 2), a.dtype)
+    big[1::2, 2::3] = a
+    yield "strided", big[1::2, 2::3]
+    big = np.zeros((a.shape[0] + 3, a.shape[1] + 5), a.dtype)
+    big[:a.shape[0], :a.shape[1]] = a
+    yield "padded rows", big[:a.shape[0], :a.shape[1]]
+    yield "negative", np.ascontiguousarray(a[::-1, ::-1])[::-1, ::-1]
+    yield "transposed view", np.ascontiguousarray(a.T).T
+    ro = a.copy()
+    ro.flags.writeable = False
+    yield "read-only", ro
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(9, 7, 5), (1, 7, 5), (300, 40, 30), (600, 300, 200)], ids=str)
+def test_layouts(rng, shape, dtype):
+    N, M_in, M_out = shape
+    x0, W0, dy0 = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
+    b = make(rng, M_out, dtype)
+    expected = check_all(x0, W0, b, dy0)
+    for (lx, x), (lW, W), (ld, dy) in zip(layouts(x0), layouts(W0), layouts(dy0)):
+        before = [a.copy() for a in (x, W, dy)]
+        y, g = check_all(x, W, b, dy)
+        if all(a.flags.c_contiguous or a.strides[-1] == a.itemsize for a in (x, W, dy)):
+            # Row-major storage at any row stride is the same BLAS call.
+            for got, want in zip((y,) + tuple(g), (expected[0],) + tuple(expected[1])):
+                np.testing.assert_array_equal(got, want, err_msg=f"{lx}/{lW}/{ld}")
+        for a, a0 in zip((x, W, dy), before):
+            np.testing.assert_array_equal(a, a0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_broadcast_inputs(rng, dtype):
+    row = make(rng, (1, 6), dtype)
+    x = np.broadcast_to(row, (50, 6))
+    W = make(rng, (6, 4), dtype)
+    dy = np.broadcast_to(make(rng, (1, 4), dtype), (50, 4))
+    check_all(x, W, None, dy)
+    check_all(x, np.broadcast_to(make(rng, (1, 4), dtype), (6, 4)), make(rng, 4, dtype), dy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead", [(), (3,), (2, 5), (4, 0, 3), (2, 1, 3, 2)], ids=str)
+def test_leading_dimensions(rng, lead, dtype):
+    x = make(rng, lead + (6,), dtype)
+    W = make(rng, (6, 5), dtype)
+    b = make(rng, 5, dtype)
+    dy = make(rng, lead + (5,), dtype)
+    y, g = check_all(x, W, b, dy)
+    assert y.shape == lead + (5,)
+    assert g.dx.shape == x.shape
+
+
+def test_leading_dimensions_no_copy(rng):
+    x = make(rng, (4, 5, 6), np.float64)
+    W = make(rng, (6, 3), np.float64)
+    out = np.empty((4, 5, 3))
+    y = fastlinear.linear_forward(x, W, out=out)
+    assert y is out
+    assert_close(out, x @ W, np.float64, 6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_finite_differences(dtype):
+    """L = sum(y * R): each gradient matches a central difference of L in float64."""
+    rng = np.random.default_rng(7)
+    N, M_in, M_out = 4, 3, 5
+    x, W, b = rng.standard_normal((N, M_in)), rng.standard_normal((M_in, M_out)), rng.standard_normal(M_out)
+    R = rng.standard_normal((N, M_out))
+
+    def loss(x, W, b):
+        return float(np.sum(fastlinear.linear_forward(x, W, b) * R))
+
+    g = fastlinear.linear_backward(x.astype(dtype), W.astype(dtype), R.astype(dtype))
+    h = 1e-6
+    for name, arr, grad in (("x", x, g.dx), ("W", W, g.dW), ("b", b, g.db)):
+        numeric = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            args = {"x": x, "W": W, "b": b}
+            plus, minus = arr.copy(), arr.copy()
+            plus[idx] += h
+            minus[idx] -= h
+            numeric[idx] = (loss(**{**args, name: plus}) - loss(**{**args, name: minus})) / (2 * h)
+        tol = 1e-6 if dtype == np.float64 else 1e-4
+        np.testing.assert_allclose(grad, numeric, rtol=tol, atol=tol, err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_inf_propagate(dtype):
+    x = np.ones((3, 2), dtype)
+    W = np.ones((2, 2), dtype)
+    b = np.zeros(2, dtype)
+    x[1, 0] = np.nan
+    W[0, 1] = np.inf
+    y = fastlinear.linear_forward(x, W, b)
+    assert np.isnan(y[1]).all()
+    assert np.isinf(y[0, 1]) and np.isinf(y[2, 1]) and y[0, 0] == 2
+    dy = np.ones((3, 2), dtype)
+    dy[2, 1] = np.inf
+    g = fastlinear.linear_backward(x, W, dy)
+    assert np.isinf(g.db[1]) and g.db[0] == 3
+    assert np.isnan(g.dW[0]).all()
+    assert np.isinf(g.dx[0, 0]) and np.isinf(g.dx[2, 1])
+
+
+def test_outputs_not_read_when_overwriting(rng):
+    """NaN garbage in an out= buffer never leaks into a result (beta = 0)."""
+    x, W, dy = make(rng, (40, 30), np.float64), make(rng, (30, 20), np.float64), make(rng, (40, 20), np.float64)
+    y = np.full((40, 20), np.nan)
+    dx, dW, db = np.full((40, 30), np.nan), np.full((30, 20), np.nan), np.full(20, np.nan)
+    fastlinear.linear_forward(x, W, out=y)
+    fastlinear.linear_backward(x, W, dy, dx=dx, dW=dW, db=db)
+    ry, rdx, rdW, rdb = reference(x, W, None, dy)
+    for got, want in ((y, ry), (dx, rdx), (dW, rdW), (db, rdb)):
+        assert_close(got, want, np.float64, 40)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(30, 20, 10), (20000, 16, 8), (600, 300, 200)], ids=str)
+def test_out_and_accumulate(rng, shape, dtype):
+    N, M_in, M_out = shape
+    x, W, dy = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
+    b = make(rng, M_out, dtype)
+    ry, rdx, rdW, rdb = reference(x, W, b, dy)
+    out = np.empty((N, M_out), dtype, order="F")   # not C-contiguous: written through a copy
+    assert fastlinear.linear_forward(x, W, b, out=out) is out
+    assert_close(out, ry, dtype, M_in)
+    bufs = dict(dx=np.ones((N, M_in), dtype), dW=np.ones((M_in, M_out), dtype, order="F"),
+                db=np.ones(2 * M_out, dtype)[::2])
+    g = fastlinear.linear_backward(x, W, dy, accumulate=True, **bufs)
+    assert g.dx is bufs["dx"] and g.dW is bufs["dW"] and g.db is bufs["db"]
+    assert_close(g.dx, rdx + 1, dtype, M_out, scale=2)
+    assert_close(g.dW, rdW + 1, dtype, N, scale=2)
+    assert_close(g.db, rdb + 1, dtype, N, scale=2)
+    g2 = fastlinear.linear_backward(x, W, dy, accumulate=True, **bufs)
+    assert_close(g2.dW, 2 * rdW + 1, dtype, 2 * N, scale=2)
+
+
+def test_skip_gradients(rng):
+    x, W, dy = make(rng, (10, 4), np.float64), make(rng, (4, 3), np.float64), make(rng, (10, 3), np.float64)
+    g = fastlinear.linear_backward(x, W, dy, need_dx=False, bias=False)
+    assert g.dx is None and g.db is None
+    assert_close(g.dW, x.T @ dy, np.float64, 10)
+    g = fastlinear.linear_backward(x, W, dy, need_dW=False)
+    assert g.dW is None
+    assert_close(g.dx, dy @ W.T, np.float64, 3)
+    assert_close(g.db, dy.sum(0), np.float64, 10)
+
+
+def test_float32_db_is_summed_in_float64():
+    # 2**24 + 1 ones: a float32 running sum would stall at 2**24.
+    dy = np.ones((2 ** 24 + 2, 1), np.float32)
+    g = fastlinear.linear_backward(np.zeros((dy.shape[0], 0), np.float32), np.zeros((0, 1), np.float32), dy)
+    assert g.db[0] == np.float32(2 ** 24 + 2)
+
+
+@pytest.mark.parametrize("shape", [(40, 30, 20), (20000, 16, 8), (300, 200, 150)], ids=str)
+def test_blas_dimension_split(rng, shape):
+    """Dimensions past the BLAS integer limit are split (limit lowered for the test)."""
+    from fastlinear import _blas
+    N, M_in, M_out = shape
+    x, W, dy = make(rng, (N, M_in), np.float64), make(rng, (M_in, M_out), np.float64), make(rng, (N, M_out), np.float64)
+    b = make(rng, M_out, np.float64)
+    previous = _blas._set_blas_int_max(max(M_in, M_out))
+    try:
+        check_all(x, W, b, dy)
+        check_all(np.asfortranarray(x), W, b, np.asfortranarray(dy))
+        with pytest.raises(ValueError, match="BLAS"):
+            _blas._set_blas_int_max(max(M_in, M_out) - 1)
+            fastlinear.linear_forward(x, W, b)
+    finally:
+        _blas._set_blas_int_max(previous)
