@@ -3,18 +3,19 @@
 Every check runs before any output is touched, inputs are never written, and
 a layout BLAS cannot read in place costs exactly one copy.
 """
+import math
 from collections import namedtuple
 
 import numpy as np
 
 from . import _backward, _forward
-from ._blas import blas_int_limit, blas_readable
+from ._blas import blas_int_limit, blas_readable, may_overlap
 from ._threads import blas_threads, check_threads
 
 __all__ = ["Grads", "linear_forward", "linear_backward"]
 
 Grads = namedtuple("Grads", ["dx", "dW", "db"])
-Grads.__doc__ = """Gradients of a linear layer: dx (N.., M_in), dW (M_in, M_out), db (M_out,).
+Grads.__doc__ = """Gradients of a linear layer: dx (..., M_in), dW (M_in, M_out), db (M_out,).
 
 A field is None when that gradient was not asked for."""
 
@@ -22,30 +23,31 @@ A field is None when that gradient was not asked for."""
 # starting threads costs more than it saves (OpenBLAS also stays serial there).
 SERIAL_WORK = 1 << 18
 # Products with at most this many weights are "narrow": their GEMMs are too
-# thin for BLAS to thread well, so fastlinear threads over row blocks instead.
+# thin to tile, so the rows are cut into cache-sized blocks instead.
 NARROW_WEIGHTS = 1 << 15
+
+SERIAL, BLOCKED, TILED = "serial", "blocked", "tiled"
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _plan(N, M_in, M_out):
-    """(path, BLAS thread count to hold or None) for a shape.
+def plan(N, M_in, M_out):
+    """How a problem of this shape is run; it depends on the shape only.
 
-    The path depends on the shape only, so results do not depend on the
-    thread count.  "serial": one thread, no thread settings touched.
-    "blocked": OpenMP over cache-sized row blocks, the backward fused per
-    block.  "tiled": OpenMP over tiles of each product.  Both hold BLAS at
-    one thread so that the threads do not each start more.
+    "serial": on the calling thread.  "blocked": OpenMP over cache-sized row
+    blocks, the backward fused per block.  "tiled": OpenMP over tiles of each
+    product.  Keeping num_threads out of this choice is what makes results
+    identical for every thread count.
     """
     if N * M_in * M_out < SERIAL_WORK:
-        return "serial", None
+        return SERIAL
     if M_in * M_out <= NARROW_WEIGHTS:
-        return "blocked", 1
-    return "tiled", 1
+        return BLOCKED
+    return TILED
 
 
 def _float_array(a, name):
-    if not isinstance(a, np.ndarray):
+    if type(a) is not np.ndarray:
         a = np.asarray(a)
     dt = a.dtype
     if dt not in _FLOATS:
@@ -57,13 +59,14 @@ def _float_array(a, name):
     return a
 
 
-def _same_dtype(arrays):
-    dtypes = {a.dtype for _, a in arrays if a is not None}
-    if len(dtypes) > 1:
-        desc = ", ".join(f"{n} is {a.dtype}" for n, a in arrays if a is not None)
-        raise TypeError(f"inputs must share one dtype, but {desc}; cast explicitly "
-                        "(e.g. x.astype(W.dtype))")
-    return dtypes.pop()
+def _same_dtype(named):
+    dtype = named[0][1].dtype
+    for _, a in named:
+        if a is not None and a.dtype != dtype:
+            desc = ", ".join(f"{n} is {a.dtype}" for n, a in named if a is not None)
+            raise TypeError(f"inputs must share one dtype, but {desc}; cast explicitly "
+                            "(e.g. x.astype(W.dtype))")
+    return dtype
 
 
 def _check_weights(W, b=None):
@@ -83,9 +86,9 @@ def _check_features(a, name, size, what, W):
                          f"shape {W.shape}, got {a.shape}")
 
 
-def _check_out(out, name, shape, dtype, inputs):
+def _check_out(out, name, shape, dtype, others):
     """Raise unless ``out`` can receive a result of ``shape`` and ``dtype``."""
-    if not isinstance(out, np.ndarray):
+    if type(out) is not np.ndarray:
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
@@ -93,28 +96,34 @@ def _check_out(out, name, shape, dtype, inputs):
         raise ValueError(f"{name} must have dtype {dtype}, got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
-    for other, a in inputs:
-        if a is not None and np.may_share_memory(out, a) and np.shares_memory(out, a):
+    for other, a in others:
+        if a is not None and may_overlap(out, a) and np.shares_memory(out, a):
             raise ValueError(f"{name} overlaps {other}; results would be corrupted")
 
 
-def _readable(a):
+def _as_rows(a, N, M):
+    """``a`` (..., M) as an (N, M) array BLAS reads in place: a view when possible."""
+    if a.ndim != 2:
+        a = a.reshape(N, M)
     return a if blas_readable(a) else np.ascontiguousarray(a)
 
 
-def _target(out, shape, dtype):
-    """(array the kernel writes, whether it must be copied into ``out``)."""
+def _target(out, shape, dtype, keep):
+    """(C-contiguous array for the kernel to write, whether to copy it into ``out``).
+
+    ``keep``: the kernel adds onto the array, so it must start with out's values.
+    """
     if out is None:
         return np.empty(shape, dtype), False
     if out.flags.c_contiguous:
-        return out.reshape(shape), False
-    return np.ascontiguousarray(out).reshape(shape), True
+        return (out if out.shape == shape else out.reshape(shape)), False
+    return (np.ascontiguousarray(out) if keep else np.empty(out.shape, dtype)).reshape(shape), True
 
 
-def _run(count, kernel, *args):
-    if count is None:
+def _call(path, kernel, *args):
+    if path is SERIAL:
         return kernel(*args)
-    blas_threads.enter(count)
+    blas_threads.enter()
     try:
         return kernel(*args)
     finally:
@@ -146,20 +155,19 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     _check_weights(W, b)
     M_in, M_out = W.shape
     _check_features(x, "x", M_in, "M_in", W)
-    lead = x.shape[:-1]
-    shape = lead + (M_out,)
+    shape = x.shape[:-1] + (M_out,)
     if out is not None:
         _check_out(out, "out", shape, dtype, (("x", x), ("W", W), ("b", b)))
     num_threads = check_threads(num_threads)
-    N = int(np.prod(lead, dtype=np.int64))
-    x2 = _readable(x.reshape(N, M_in))
-    W = _readable(W)
+    N = math.prod(x.shape[:-1])
+    x2 = _as_rows(x, N, M_in)
+    W = _as_rows(W, M_in, M_out)
     if b is not None and not b.flags.c_contiguous:
         b = np.ascontiguousarray(b)
-    y, copy_back = _target(out, (N, M_out), dtype)
-    path, count = _plan(N, M_in, M_out)
-    _run(count, _forward.forward, x2, W, b, y, path == "blocked", path == "serial",
-         1 if path == "serial" else num_threads)
+    y, copy_back = _target(out, (N, M_out), dtype, False)
+    path = plan(N, M_in, M_out)
+    _call(path, _forward.forward, x2, W, b, y, path is BLOCKED, path is SERIAL,
+          1 if path is SERIAL else num_threads)
     if copy_back:
         np.copyto(out, y.reshape(shape))
         return out
@@ -209,36 +217,34 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     if dy.shape[:-1] != lead:
         raise ValueError(f"dy must have shape {lead + (M_out,)} to match x of shape "
                          f"{x.shape}, got {dy.shape}")
-    wanted = (("dx", need_dx, dx, x.shape), ("dW", need_dW, dW, W.shape),
-              ("db", bias, db, (M_out,)))
-    inputs = (("x", x), ("W", W), ("dy", dy))
-    given = []
-    for name, need, buf, shape in wanted:
-        if buf is None:
-            continue
-        if not need:
-            raise ValueError(f"a {name} buffer was given but {name} is not computed")
-        _check_out(buf, name, shape, dtype, inputs + tuple(given))
-        given.append((name, buf))
+    N = math.prod(lead)
+    # name, wanted, buffer, shape to return, shape the kernel writes
+    grads = (("dx", need_dx, dx, x.shape, (N, M_in)), ("dW", need_dW, dW, W.shape, W.shape),
+             ("db", bias, db, (M_out,), (M_out,)))
+    checked = [("x", x), ("W", W), ("dy", dy)]
+    for name, need, buf, shape, _ in grads:
+        if buf is not None:
+            if not need:
+                raise ValueError(f"a {name} buffer was given but {name} is not computed")
+            _check_out(buf, name, shape, dtype, checked)
+            checked.append((name, buf))
     num_threads = check_threads(num_threads)
-    N = int(np.prod(lead, dtype=np.int64))
-    x2 = _readable(x.reshape(N, M_in))
-    W = _readable(W)
-    dy2 = _readable(dy.reshape(N, M_out))
-    targets = [(_target(buf, (N, M_in) if name == "dx" else shape, dtype) if need else (None, False))
-               for name, need, buf, shape in wanted]
-    path, count = _plan(N, M_in, M_out)
-    _run(count, _backward.backward, x2, W, dy2,
-         targets[0][0], targets[1][0], targets[2][0],
-         [bool(accumulate and buf is not None) for _, _, buf, _ in wanted], path == "blocked",
-         1 if path == "serial" else num_threads)
+    x2 = _as_rows(x, N, M_in)
+    W = _as_rows(W, M_in, M_out)
+    dy2 = _as_rows(dy, N, M_out)
+    targets = [_target(buf, kshape, dtype, accumulate) if need else (None, False)
+               for _, need, buf, _, kshape in grads]
+    path = plan(N, M_in, M_out)
+    _call(path, _backward.backward, x2, W, dy2, targets[0][0], targets[1][0], targets[2][0],
+          (accumulate and dx is not None, accumulate and dW is not None,
+           accumulate and db is not None),
+          path is BLOCKED, 1 if path is SERIAL else num_threads)
     result = []
-    for (t, copy_back), (name, need, buf, shape) in zip(targets, wanted):
-        if t is None:
-            result.append(None)
-        elif copy_back:
-            np.copyto(buf, t.reshape(shape))
+    for (t, copy_back), (_, _, buf, shape, _) in zip(targets, grads):
+        if buf is not None:
+            if copy_back:
+                np.copyto(buf, t.reshape(shape))
             result.append(buf)
         else:
-            result.append(t.reshape(shape) if buf is None else buf)
+            result.append(None if t is None else t.reshape(shape))
     return Grads(*result)

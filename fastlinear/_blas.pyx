@@ -132,3 +132,27 @@ def blas_readable(a):
     cdef char trans
     cdef Py_ssize_t ld
     return layout(a, &trans, &ld)
+
+
+cdef void _extent(cnp.ndarray a, char** lo, char** hi) noexcept:
+    cdef char* start = <char*>cnp.PyArray_DATA(a)
+    cdef Py_ssize_t i, step, low = 0, high = cnp.PyArray_ITEMSIZE(a)
+    for i in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_DIM(a, i) == 0:
+            lo[0] = hi[0] = start
+            return
+        step = cnp.PyArray_STRIDE(a, i) * (cnp.PyArray_DIM(a, i) - 1)
+        if step < 0:
+            low += step
+        else:
+            high += step
+    lo[0] = start + low
+    hi[0] = start + high
+
+
+def may_overlap(a, b):
+    """Whether the memory spans of two arrays intersect (np.may_share_memory, cheaper)."""
+    cdef char *alo, *ahi, *blo, *bhi
+    _extent(<cnp.ndarray?>a, &alo, &ahi)
+    _extent(<cnp.ndarray?>b, &blo, &bhi)
+    return alo < bhi and blo < ahi

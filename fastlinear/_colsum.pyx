@@ -53,7 +53,8 @@ cdef void combine(const double* parts, Py_ssize_t chunks, Py_ssize_t width,
     """out[e] (+)= sum over c of parts[c, e], added in chunk order."""
     cdef Py_ssize_t blocks = par.ceil_div(width, COLS), blk, e, e0, e1, c
     cdef double s
-    for blk in prange(blocks, num_threads=num_threads, schedule='static'):
+    for blk in prange(blocks, num_threads=num_threads, schedule='static',
+                      use_threads_if=num_threads > 1):
         e0 = blk * COLS
         e1 = min(e0 + COLS, width)
         for e in range(e0, e1):
@@ -74,7 +75,8 @@ cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
     cdef Py_ssize_t t, c, j, i0, i1, j0, j1
     if M_out == 0:
         return
-    for t in prange(chunks * blocks, num_threads=num_threads, schedule='static'):
+    for t in prange(chunks * blocks, num_threads=num_threads, schedule='static',
+                    use_threads_if=num_threads > 1):
         c = t // blocks
         j0 = (t % blocks) * COLS
         j1 = min(j0 + COLS, M_out)

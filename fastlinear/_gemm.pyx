@@ -66,7 +66,8 @@ cdef void tiled_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ss
     cdef Py_ssize_t tm, tn, t, i0, i1, j0, j1, i, j
     cdef floating* Ci
     _tiles(m, n, k, &tm, &tn)
-    for t in prange(tm * tn, num_threads=num_threads, schedule='dynamic'):
+    for t in prange(tm * tn, num_threads=num_threads, schedule='dynamic',
+                    use_threads_if=num_threads > 1):
         i0 = par.chunk_start(t // tn, m, tm)
         i1 = par.chunk_start(t // tn + 1, m, tm)
         j0 = par.chunk_start(t % tn, n, tn)

@@ -1,12 +1,11 @@
 """Thread counts: the process default for fastlinear, and BLAS's own pool.
 
 fastlinear never changes the process's OpenMP settings (each parallel region
-names its thread count).  It does have to steer BLAS: a kernel whose OpenMP
-threads each call BLAS needs BLAS on one thread, or 2 threads each start 2
-more; a kernel that makes one large BLAS call wants BLAS on ``num_threads``.
-The change is made only while such calls run and the previous value is put
-back when the last of them ends, so ``threadpoolctl.threadpool_info()``
-reads the same before and after every call.
+names its thread count).  It does have to steer BLAS: its OpenMP threads each
+call BLAS, which must then run on one thread, or 2 threads each start 2 more
+and wait on one another.  The change is made only while such calls run and
+the previous value is put back when the last of them ends, so
+``threadpoolctl.threadpool_info()`` reads the same before and after a call.
 """
 import os
 import threading
@@ -60,18 +59,16 @@ def check_threads(n):
 
 
 class BlasThreads:
-    """Holds SciPy's BLAS at a given thread count while calls are inside.
+    """Holds SciPy's BLAS at one thread while fastlinear's threads call it.
 
-    Calls that want the same count share the setting; a call that wants
-    another count waits until the others have left, so no call ever runs
-    with a count it did not ask for.
+    Calls running at once share the setting: the first to enter saves the
+    library's thread count, the last to leave puts it back.
     """
 
     def __init__(self):
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._libs = None
         self._active = 0
-        self._count = None
         self._saved = ()
 
     def libraries(self):
@@ -92,28 +89,23 @@ class BlasThreads:
             self._libs = own or blas
         return self._libs
 
-    def enter(self, count):
-        with self._cond:
-            while self._active and self._count != count:
-                self._cond.wait()
+    def enter(self):
+        with self._lock:
             if not self._active:
                 libs = self.libraries()
                 self._saved = tuple(lib.get_num_threads() for lib in libs)
                 for lib, saved in zip(libs, self._saved):
-                    if saved != count:
-                        lib.set_num_threads(count)
-                self._count = count
+                    if saved != 1:
+                        lib.set_num_threads(1)
             self._active += 1
 
     def exit(self):
-        with self._cond:
+        with self._lock:
             self._active -= 1
             if not self._active:
                 for lib, saved in zip(self.libraries(), self._saved):
-                    if saved != self._count:
+                    if saved != 1:
                         lib.set_num_threads(saved)
-                self._count = None
-                self._cond.notify_all()
 
 
 blas_threads = BlasThreads()
