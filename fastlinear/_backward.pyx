@@ -61,8 +61,7 @@ cdef void _fused(const Operands* o, const floating* x, const floating* W, const 
     cdef Py_ssize_t s1 = 1 if o.tdy == b'N' else o.lddy
     cdef floating* pW
     cdef double* pb
-    for c in prange(chunks, num_threads=num_threads, schedule='dynamic',
-                    use_threads_if=num_threads > 1):
+    for c in prange(chunks, num_threads=num_threads, schedule='dynamic'):
         pW = parts_dW + c * M_in * M_out
         pb = parts_db + c * M_out
         if db != NULL:
@@ -93,8 +92,7 @@ cdef void _combine_same(const floating* parts, Py_ssize_t chunks, Py_ssize_t wid
     """out[e] (+)= sum over c of parts[c, e], in chunk order, in out's precision."""
     cdef Py_ssize_t e, c
     cdef floating s
-    for e in prange(width, num_threads=num_threads, schedule='static',
-                    use_threads_if=num_threads > 1):
+    for e in prange(width, num_threads=num_threads, schedule='static'):
         s = out[e] if accumulate else 0
         for c in range(chunks):
             s = s + parts[c * width + e]

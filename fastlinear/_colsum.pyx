@@ -48,20 +48,39 @@ cdef Py_ssize_t column_sums_workspace(Py_ssize_t N, Py_ssize_t M_out) noexcept n
     return _chunks(N, M_out) * M_out
 
 
+cdef void _combine_block(Py_ssize_t blk, const double* parts, Py_ssize_t chunks,
+                         Py_ssize_t width, floating* out, bint accumulate) noexcept nogil:
+    cdef Py_ssize_t e, c
+    cdef double s
+    for e in range(blk * COLS, min((blk + 1) * COLS, width)):
+        s = out[e] if accumulate else 0.0
+        for c in range(chunks):
+            s = s + parts[c * width + e]
+        out[e] = <floating>s
+
+
 cdef void combine(const double* parts, Py_ssize_t chunks, Py_ssize_t width,
                   floating* out, bint accumulate, int num_threads) noexcept nogil:
     """out[e] (+)= sum over c of parts[c, e], added in chunk order."""
-    cdef Py_ssize_t blocks = par.ceil_div(width, COLS), blk, e, e0, e1, c
-    cdef double s
-    for blk in prange(blocks, num_threads=num_threads, schedule='static',
-                      use_threads_if=num_threads > 1):
-        e0 = blk * COLS
-        e1 = min(e0 + COLS, width)
-        for e in range(e0, e1):
-            s = out[e] if accumulate else 0.0
-            for c in range(chunks):
-                s = s + parts[c * width + e]
-            out[e] = <floating>s
+    cdef Py_ssize_t blocks = par.ceil_div(width, COLS), blk
+    if num_threads == 1:
+        for blk in range(blocks):
+            _combine_block(blk, parts, chunks, width, out, accumulate)
+    else:
+        for blk in prange(blocks, num_threads=num_threads, schedule='static'):
+            _combine_block(blk, parts, chunks, width, out, accumulate)
+
+
+cdef void _sum_task(Py_ssize_t t, Py_ssize_t chunks, Py_ssize_t blocks,
+                    const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
+                    Py_ssize_t N, Py_ssize_t M_out, double* work) noexcept nogil:
+    """Rows of chunk t // blocks, columns of block t % blocks, into work[chunk]."""
+    cdef Py_ssize_t c = t // blocks, j
+    cdef Py_ssize_t j0 = (t % blocks) * COLS, j1 = min(j0 + COLS, M_out)
+    cdef Py_ssize_t i0 = par.chunk_start(c, N, chunks), i1 = par.chunk_start(c + 1, N, chunks)
+    for j in range(j0, j1):
+        work[c * M_out + j] = 0
+    colsum_add(dy + i0 * s0 + j0 * s1, s0, s1, i1 - i0, j1 - j0, work + c * M_out + j0)
 
 
 cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
@@ -71,18 +90,13 @@ cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
 
     ``work`` holds column_sums_workspace(N, M_out) float64 elements.
     """
-    cdef Py_ssize_t chunks = _chunks(N, M_out), blocks = par.ceil_div(M_out, COLS)
-    cdef Py_ssize_t t, c, j, i0, i1, j0, j1
+    cdef Py_ssize_t chunks = _chunks(N, M_out), blocks = par.ceil_div(M_out, COLS), t
     if M_out == 0:
         return
-    for t in prange(chunks * blocks, num_threads=num_threads, schedule='static',
-                    use_threads_if=num_threads > 1):
-        c = t // blocks
-        j0 = (t % blocks) * COLS
-        j1 = min(j0 + COLS, M_out)
-        i0 = par.chunk_start(c, N, chunks)
-        i1 = par.chunk_start(c + 1, N, chunks)
-        for j in range(j0, j1):
-            work[c * M_out + j] = 0
-        colsum_add(dy + i0 * s0 + j0 * s1, s0, s1, i1 - i0, j1 - j0, work + c * M_out + j0)
+    if num_threads == 1:
+        for t in range(chunks * blocks):
+            _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work)
+    else:
+        for t in prange(chunks * blocks, num_threads=num_threads, schedule='static'):
+            _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work)
     combine(work, chunks, M_out, db, accumulate, num_threads)

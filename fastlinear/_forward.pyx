@@ -41,8 +41,7 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
     elif blocked:
         # Narrow W: each cache-sized block of rows gets its bias and its
         # product while it is in this core's cache.
-        for blk in prange(blocks, num_threads=num_threads, schedule='dynamic',
-                          use_threads_if=num_threads > 1):
+        for blk in prange(blocks, num_threads=num_threads, schedule='dynamic'):
             _rows(x, tx, ldx, W, tW, ldW, b, y, blk * rows, min(N, (blk + 1) * rows),
                   M_in, M_out)
     else:

@@ -54,6 +54,24 @@ cdef void _tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t* tm, Py_ss
     tn[0] = nt
 
 
+cdef void _tile(Py_ssize_t t, Py_ssize_t tm, Py_ssize_t tn,
+                char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
+                const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC) noexcept nogil:
+    cdef Py_ssize_t i0 = par.chunk_start(t // tn, m, tm), i1 = par.chunk_start(t // tn + 1, m, tm)
+    cdef Py_ssize_t j0 = par.chunk_start(t % tn, n, tn), j1 = par.chunk_start(t % tn + 1, n, tn)
+    cdef Py_ssize_t i, j
+    cdef floating* Ci
+    if bias != NULL:
+        for i in range(i0, i1):
+            Ci = C + i * ldC
+            for j in range(j0, j1):
+                Ci[j] = bias[j]
+    gemm(transA, transB, i1 - i0, j1 - j0, k, row(A, transA, ldA, i0), ldA,
+         col(B, transB, ldB, j0), ldB,
+         <floating>(accumulate or bias != NULL), C + i0 * ldC + j0, ldC)
+
+
 cdef void tiled_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
                      const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC,
@@ -63,20 +81,11 @@ cdef void tiled_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ss
     The bias is written into each tile just before its product is added
     onto it with beta = 1, while the tile is in cache.
     """
-    cdef Py_ssize_t tm, tn, t, i0, i1, j0, j1, i, j
-    cdef floating* Ci
+    cdef Py_ssize_t tm, tn, t
     _tiles(m, n, k, &tm, &tn)
-    for t in prange(tm * tn, num_threads=num_threads, schedule='dynamic',
-                    use_threads_if=num_threads > 1):
-        i0 = par.chunk_start(t // tn, m, tm)
-        i1 = par.chunk_start(t // tn + 1, m, tm)
-        j0 = par.chunk_start(t % tn, n, tn)
-        j1 = par.chunk_start(t % tn + 1, n, tn)
-        if bias != NULL:
-            for i in range(i0, i1):
-                Ci = C + i * ldC
-                for j in range(j0, j1):
-                    Ci[j] = bias[j]
-        gemm(transA, transB, i1 - i0, j1 - j0, k, row(A, transA, ldA, i0), ldA,
-             col(B, transB, ldB, j0), ldB,
-             <floating>(accumulate or bias != NULL), C + i0 * ldC + j0, ldC)
+    if num_threads == 1:  # not even a one-thread OpenMP team: it costs microseconds
+        for t in range(tm * tn):
+            _tile(t, tm, tn, transA, transB, m, n, k, A, ldA, B, ldB, bias, accumulate, C, ldC)
+    else:
+        for t in prange(tm * tn, num_threads=num_threads, schedule='dynamic'):
+            _tile(t, tm, tn, transA, transB, m, n, k, A, ldA, B, ldB, bias, accumulate, C, ldC)
