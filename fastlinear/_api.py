@@ -10,7 +10,7 @@ import numpy as np
 
 from . import _backward, _forward
 from ._blas import blas_int_limit, blas_readable, may_overlap
-from ._threads import blas_threads, check_threads
+from ._threads import blas_threads, check_threads, team_started
 
 __all__ = ["Grads", "linear_forward", "linear_backward"]
 
@@ -120,9 +120,11 @@ def _target(out, shape, dtype, keep):
     return (np.ascontiguousarray(out) if keep else np.empty(out.shape, dtype)).reshape(shape), True
 
 
-def _call(path, kernel, *args):
+def _call(path, num_threads, kernel, *args):
     if path is SERIAL:
         return kernel(*args)
+    if num_threads > 1:
+        team_started()
     blas_threads.enter()
     try:
         return kernel(*args)
@@ -166,7 +168,7 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
         b = np.ascontiguousarray(b)
     y, copy_back = _target(out, (N, M_out), dtype, False)
     path = plan(N, M_in, M_out)
-    _call(path, _forward.forward, x2, W, b, y, path is BLOCKED, path is SERIAL,
+    _call(path, num_threads, _forward.forward, x2, W, b, y, path is BLOCKED, path is SERIAL,
           1 if path is SERIAL else num_threads)
     if copy_back:
         np.copyto(out, y.reshape(shape))
@@ -235,7 +237,7 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     targets = [_target(buf, kshape, dtype, accumulate) if need else (None, False)
                for _, need, buf, _, kshape in grads]
     path = plan(N, M_in, M_out)
-    _call(path, _backward.backward, x2, W, dy2, targets[0][0], targets[1][0], targets[2][0],
+    _call(path, num_threads, _backward.backward, x2, W, dy2, targets[0][0], targets[1][0], targets[2][0],
           (accumulate and dx is not None, accumulate and dW is not None,
            accumulate and db is not None),
           path is BLOCKED, 1 if path is SERIAL else num_threads)

@@ -1,5 +1,6 @@
 """The Linear layer class."""
 import math
+import threading
 
 import numpy as np
 
@@ -39,8 +40,10 @@ class Linear:
         place, so an optimiser may keep references to them.
 
     ``forward`` keeps a reference to x (not a copy) for ``backward``: do not
-    write into x between the two.  One instance holds one pending input; use
-    one instance per thread, or share ``W``/``b`` through the functional API.
+    write into x between the two.  Each thread has its own pending input, so
+    threads may run forward/backward on one layer at once: each backward
+    uses its own thread's x, and their gradients are added into dW and db one
+    after the other.  Nothing else is kept between calls.
 
     Example
     -------
@@ -73,7 +76,18 @@ class Linear:
         self.b = rng.uniform(-bound, bound, self.out_features).astype(dtype) if bias else None
         self.dW = np.zeros_like(self.W)
         self.db = np.zeros_like(self.b) if bias else None
-        self._x = None
+        self._pending = threading.local()
+        self._grad_lock = threading.Lock()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_pending"], state["_grad_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._pending = threading.local()
+        self._grad_lock = threading.Lock()
 
     @property
     def dtype(self):
@@ -82,18 +96,20 @@ class Linear:
     def forward(self, x, *, num_threads=None):
         """y = x @ W + b; keeps a reference to x for :meth:`backward`."""
         y = linear_forward(x, self.W, self.b, num_threads=num_threads)
-        self._x = x
+        self._pending.x = x
         return y
 
     __call__ = forward
 
     def backward(self, dy, *, need_dx=True, num_threads=None):
         """Add this step's gradients into dW and db; return dx (None if not needed)."""
-        if self._x is None:
-            raise RuntimeError("backward() called before forward()")
-        grads = linear_backward(self._x, self.W, dy, bias=self.b is not None,
-                                need_dx=need_dx, dW=self.dW, db=self.db,
-                                accumulate=True, num_threads=num_threads)
+        x = getattr(self._pending, "x", None)
+        if x is None:
+            raise RuntimeError("backward() called before forward() in this thread")
+        with self._grad_lock:
+            grads = linear_backward(x, self.W, dy, bias=self.b is not None,
+                                    need_dx=need_dx, dW=self.dW, db=self.db,
+                                    accumulate=True, num_threads=num_threads)
         return grads.dx
 
     def zero_grad(self):

@@ -9,9 +9,16 @@ the previous value is put back when the last of them ends, so
 """
 import os
 import threading
+import warnings
 
-_lock = threading.Lock()
 _default = None
+# GNU OpenMP cannot start threads in a child forked after the parent ran an
+# OpenMP team: the child's next parallel region waits forever.  fastlinear
+# notes when it has run one, and a forked child then runs its calls on one
+# thread instead of hanging.
+_team_started = False
+_forked_child = False
+_fork_warned = False
 
 
 def _env_threads():
@@ -49,13 +56,40 @@ def set_num_threads(n):
 def check_threads(n):
     """``n`` as a positive int, or the process default when ``n`` is None."""
     if n is None:
-        return get_num_threads()
-    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        n = get_num_threads()
+    elif isinstance(n, bool) or not hasattr(n, "__index__"):
         raise TypeError(f"num_threads must be a positive int or None, got {n!r}")
-    n = n.__index__()
-    if n < 1:
-        raise ValueError(f"num_threads must be >= 1, got {n}")
+    else:
+        n = n.__index__()
+        if n < 1:
+            raise ValueError(f"num_threads must be >= 1, got {n}")
+    if _forked_child and n > 1:
+        _warn_forked()
+        return 1
     return n
+
+
+def team_started():
+    """Record that an OpenMP team of more than one thread has run in this process."""
+    global _team_started
+    _team_started = True
+
+
+def _warn_forked():
+    global _fork_warned
+    if not _fork_warned:
+        _fork_warned = True
+        warnings.warn("fastlinear: this process was forked after fastlinear had run OpenMP "
+                      "threads, and GNU OpenMP cannot start threads again in a forked child; "
+                      "calls here run on one thread.  Use the 'spawn' or 'forkserver' "
+                      "multiprocessing start method for parallel children.", RuntimeWarning,
+                      stacklevel=4)
+
+
+def _after_fork_in_child():
+    global _forked_child
+    _forked_child = _forked_child or _team_started
+    blas_threads.after_fork()
 
 
 class BlasThreads:
@@ -99,6 +133,13 @@ class BlasThreads:
                         lib.set_num_threads(1)
             self._active += 1
 
+    def after_fork(self):
+        """In a forked child: a fresh lock, and BLAS back as it was if a call was inside."""
+        self._lock = threading.Lock()
+        if self._active:
+            self._active = 1
+            self.exit()
+
     def exit(self):
         with self._lock:
             self._active -= 1
@@ -109,3 +150,6 @@ class BlasThreads:
 
 
 blas_threads = BlasThreads()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
