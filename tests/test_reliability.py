@@ -161,7 +161,7 @@ def test_resident_memory_flat_over_100k_small_calls():
 
 def test_large_calls_allocate_only_their_outputs():
     rng = np.random.default_rng(0)
-    shapes = [(2000, 300, 200), (40000, 32, 16)]
+    shapes = [(1000, 300, 200), (20000, 32, 16)]
     for N, M_in, M_out in shapes:
         x, W, b, dy = (make(rng, (N, M_in), np.float64), make(rng, (M_in, M_out), np.float64),
                        make(rng, M_out, np.float64), make(rng, (N, M_out), np.float64))
@@ -185,10 +185,12 @@ def test_large_calls_allocate_only_their_outputs():
         finally:
             tracemalloc.stop()
         outputs = sum(a.nbytes for a in fresh)
-        # With buffers given, only scratch for partial sums (a few KiB) is allocated.
+        # With buffers given, only scratch for partial sums is allocated: at
+        # most 64 partial dW of a narrow layer, or a few KiB.
+        scratch = 64 * 2 ** 10 + 64 * M_in * M_out * 8
         assert end - start < 1024
-        assert peak - start < 64 * 2 ** 10 + 32 * M_in * M_out * 8
-        assert peak_fresh - start < outputs + 64 * 2 ** 10 + 32 * M_in * M_out * 8
+        assert peak - start < scratch
+        assert peak_fresh - start < outputs + scratch
 
 
 @pytest.mark.parametrize("shape", [(50, 40, 30), (3000, 64, 16), (500, 300, 200)], ids=str)
