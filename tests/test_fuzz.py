@@ -33,5 +33,5 @@ def test_fuzz_batch(batch, tmp_path):
 
 def test_a_crash_is_reported_with_its_inputs(tmp_path):
     env = dict(os.environ, FUZZ_SELF_TEST_CRASH_AT="3")
-    with pytest.raises(pytest.fail.Exception, match=r"signal 11 on its example #4: x=float"):
+    with pytest.raises(pytest.fail.Exception, match=r"signal \d+ on its example #4: x=float"):
         run_batch(0, 10, tmp_path / "examples.log", env=env)
