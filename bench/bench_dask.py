@@ -16,6 +16,11 @@ would use them) and brings dW and db back to the client.  The peers alternate
 round by round; figures are medians over rounds, and the ratio is the median
 of the per-round ratios.  Nothing is written to disk.
 
+Both peers make the same single-threaded BLAS products, so what differs is
+the rest: fastlinear.dask reads each chunk once per call, adds b and sums db
+within its pass and runs fewer tasks.  The gap is therefore widest for narrow
+layers (memory-bound, e.g. --in 64 --out 16) and narrowest for wide ones.
+
     python bench/bench_dask.py [--rows 200000 --in 256 --out 128 --chunks 8 --rounds 7]
 
 Needs dask and distributed: pip install fastlinear[dask].
@@ -35,7 +40,8 @@ try:
 
     import fastlinear.dask as fld
 except ImportError as exc:
-    raise SystemExit("this benchmark needs dask and distributed: pip install fastlinear[dask]") from exc
+    raise SystemExit("this benchmark needs dask and distributed: "
+                     "pip install fastlinear[dask]") from exc
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TARGET = 0.75  # fastlinear.dask time / dask.array time
@@ -63,11 +69,11 @@ def dask_step(X, DY, W, b, num_threads):
 def run_step(client, step, X, DY, W, b, num_threads):
     """Seconds for one step, and the dW, db it brought back."""
     start = time.perf_counter()
-    y, dx, dW, db = client.persist(list(step(X, DY, W, b, num_threads)))
-    wait([y, dx])
-    dW, db = client.compute([dW, db], sync=True)
+    outputs = client.persist(list(step(X, DY, W, b, num_threads)))  # y, dx, dW, db
+    wait(outputs)
+    dW, db = client.compute(outputs[2:], sync=True)
     seconds = time.perf_counter() - start
-    client.cancel([y, dx])
+    client.cancel(outputs)  # so that no later step can reuse a result
     return seconds, dW, db
 
 
@@ -115,6 +121,9 @@ def main():
                 results[name] = (dW, db)
                 if r:
                     times[name].append(seconds)
+            if r:
+                print(f"  round {r}: "
+                      + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms" for n in peers))
             if r == 0:
                 (dW1, db1), (dW2, db2) = results.values()
                 diff = max(np.abs(dW1 - dW2).max() / np.abs(dW2).max(),

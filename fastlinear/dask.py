@@ -77,16 +77,28 @@ def _parameter(a, name):
     return _float_array(a, name)
 
 
-def _graph(x, dy, W, b, token):
-    """A layer with W and b under one key each, over the layers of x (and dy)."""
-    keys = ("fastlinear-W-" + token, None if b is None else "fastlinear-b-" + token)
-    tasks = {keys[0]: W}
-    if b is not None:
-        tasks[keys[1]] = b
-    layers = {**x.dask.layers, **({} if dy is None else dy.dask.layers)}
-    deps = {**x.dask.dependencies, **({} if dy is None else dy.dask.dependencies)}
-    inputs = set(x.__dask_layers__()) | (set() if dy is None else set(dy.__dask_layers__()))
-    return tasks, keys, layers, deps, inputs
+def _new_layer(arrays, params, token):
+    """Start a graph layer over the dask ``arrays``.
+
+    Returns (tasks, keys, layers, dependencies): ``tasks`` holds each NumPy
+    parameter under one key (``keys``, None for a parameter that is None), so
+    that it is sent once to each worker; ``layers`` and ``dependencies`` are
+    those of the arrays' graphs, for :class:`HighLevelGraph`.
+    """
+    tasks, keys = {}, []
+    for name, value in params:
+        keys.append(None if value is None else f"fastlinear-{name}-{token}")
+        if value is not None:
+            tasks[keys[-1]] = value
+    layers, deps = {}, {}
+    for a in arrays:
+        layers.update(a.dask.layers)
+        deps.update(a.dask.dependencies)
+    return tasks, keys, layers, deps
+
+
+def _inputs(*arrays):
+    return {layer for a in arrays for layer in a.__dask_layers__()}
 
 
 def _forward_chunk(x, W, b, num_threads):
@@ -119,10 +131,10 @@ def linear_forward(x, W, b=None, *, num_threads=None):
         check_threads(num_threads)
     token = tokenize(x, W, b, num_threads)
     name = "fastlinear-forward-" + token
-    tasks, (wkey, bkey), layers, deps, inputs = _graph(x, None, W, b, token)
+    tasks, (wkey, bkey), layers, deps = _new_layer([x], [("W", W), ("b", b)], token)
     for i in range(x.numblocks[0]):
         tasks[(name, i, 0)] = (_forward_chunk, (x.name, i, 0), wkey, bkey, num_threads)
-    layers[name], deps[name] = tasks, inputs
+    layers[name], deps[name] = tasks, _inputs(x)
     return da.Array(HighLevelGraph(layers, deps), name,
                     chunks=(x.chunks[0], (W.shape[1],)), dtype=dtype)
 
@@ -177,7 +189,9 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, num_threads=None,
     x = _rows(x, "x")
     W = _parameter(W, "W")
     if not isinstance(dy, da.Array):
-        dy = da.from_array(_parameter(dy, "dy"), chunks=-1)
+        if is_dask_collection(dy):
+            raise TypeError(f"dy must be a dask array or a NumPy array, got {type(dy).__name__}")
+        dy = da.from_array(_float_array(dy, "dy"), chunks=-1)
     dy = _rows(dy, "dy")
     dtype = _same_dtype((("x", x), ("W", W), ("dy", dy)))
     _check_weights(W)
@@ -192,14 +206,14 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, num_threads=None,
     if num_threads is not None:
         check_threads(num_threads)
     fan_in = FAN_IN if split_every is None else split_every
-    if isinstance(fan_in, bool) or not isinstance(fan_in, int) or fan_in < 2:
+    if isinstance(fan_in, bool) or not isinstance(fan_in, (int, np.integer)) or fan_in < 2:
         raise ValueError(f"split_every must be an int >= 2, got {split_every!r}")
     bias, need_dx = bool(bias), bool(need_dx)
 
     token = tokenize(x, W, dy, bias, need_dx, num_threads, fan_in)
     chunk, tree = "fastlinear-backward-" + token, "fastlinear-sum-" + token
     names = {g: f"fastlinear-{g}-{token}" for g in Grads._fields}
-    tasks, (wkey, _), layers, deps, inputs = _graph(x, dy, W, None, token)
+    tasks, (wkey,), layers, deps = _new_layer([x, dy], [("W", W)], token)
     # one task per row chunk, then its partial (dW, db) split off on its own
     # so that the summing tasks do not receive dx
     level = []
@@ -219,7 +233,7 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, num_threads=None,
             else:
                 tasks[(tree, depth, j)] = (_sum_partials, group)
                 level.append((tree, depth, j))
-    layers[chunk], deps[chunk] = tasks, inputs
+    layers[chunk], deps[chunk] = tasks, _inputs(x, dy)
 
     outputs = {"dW": ({(names["dW"], 0, 0): (operator.getitem, level[0], 0)},
                       ((M_in,), (M_out,)))}

@@ -165,6 +165,8 @@ def test_bad_inputs():
         (ValueError, r"dy must have shape \(50, 7\)", lambda: fld.linear_backward(X, W, dy[:40])),
         (ValueError, r"dy must have shape \(\.\.\., M_out\)", lambda: fld.linear_backward(X, W, DY[:, :3])),
         (ValueError, "unknown chunk sizes", lambda: fld.linear_forward(X[X[:, 0] > 0], W, b)),
+        (TypeError, "dy must be a dask array or a NumPy array, got Delayed",
+         lambda: fld.linear_backward(X, W, dask.delayed(dy))),
         (ValueError, "split_every must be an int >= 2", lambda: fld.linear_backward(X, W, DY, split_every=1)),
         (ValueError, "num_threads must be >= 1", lambda: fld.linear_forward(X, W, b, num_threads=0)),
     ]
