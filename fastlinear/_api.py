@@ -19,7 +19,7 @@ Grads.__doc__ = """Gradients of a linear layer: dx (..., M_in), dW (M_in, M_out)
 
 A field is None when that gradient was not asked for."""
 
-# Below this many multiply-adds a call runs on the calling thread alone:
+# Below this many multiply-adds (and adds of db) a call runs on the calling thread alone:
 # starting threads costs more than it saves (OpenBLAS also stays serial there).
 SERIAL_WORK = 1 << 18
 # Products with at most this many weights are "narrow": their GEMMs are too
@@ -39,7 +39,7 @@ def plan(N, M_in, M_out):
     product.  Keeping num_threads out of this choice is what makes results
     identical for every thread count.
     """
-    if N * M_in * M_out < SERIAL_WORK:
+    if N * M_out * (M_in + 1) < SERIAL_WORK:  # + 1: the bias row of the work
         return SERIAL
     if M_in * M_out <= NARROW_WEIGHTS:
         return BLOCKED
