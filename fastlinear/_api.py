@@ -10,6 +10,7 @@ import numpy as np
 
 from . import _backward, _forward
 from ._blas import blas_int_limit, blas_readable, may_overlap
+from ._parallel import PATHS, openmp_enabled
 from ._threads import blas_threads, check_threads, team_started
 
 __all__ = ["Grads", "linear_forward", "linear_backward"]
@@ -26,7 +27,7 @@ SERIAL_WORK = 1 << 18
 # thin to tile, so the rows are cut into cache-sized blocks instead.
 NARROW_WEIGHTS = 1 << 15
 
-SERIAL, BLOCKED, TILED = "serial", "blocked", "tiled"
+SERIAL, BLOCKED, TILED = PATHS["serial"], PATHS["blocked"], PATHS["tiled"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -34,10 +35,10 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 def plan(N, M_in, M_out):
     """How a problem of this shape is run; it depends on the shape only.
 
-    "serial": on the calling thread.  "blocked": OpenMP over cache-sized row
-    blocks, the backward fused per block.  "tiled": OpenMP over tiles of each
-    product.  Keeping num_threads out of this choice is what makes results
-    identical for every thread count.
+    SERIAL: on the calling thread.  BLOCKED: OpenMP over cache-sized row
+    blocks, the backward fused per block.  TILED: OpenMP over the tasks of
+    each product.  Keeping num_threads out of this choice is what makes
+    results identical for every thread count.
     """
     if N * M_out * (M_in + 1) < SERIAL_WORK:  # + 1: the bias row of the work
         return SERIAL
@@ -88,24 +89,32 @@ def _check_features(a, name, size, what, W):
 
 def _check_out(out, name, shape, dtype, others):
     """Raise unless ``out`` can receive a result of ``shape`` and ``dtype``."""
-    if type(out) is not np.ndarray:
+    if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     if out.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
     if out.dtype != dtype:
-        raise ValueError(f"{name} must have dtype {dtype}, got {out.dtype}")
+        raise ValueError(f"{name} must have dtype {dtype} in native byte order, got "
+                         f"{out.dtype.str if out.dtype.kind == 'f' else out.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
     for other, a in others:
-        if a is not None and may_overlap(out, a) and np.shares_memory(out, a):
+        if a is not None and may_overlap(out, a) and _overlap(out, a):
             raise ValueError(f"{name} overlaps {other}; results would be corrupted")
+
+
+def _overlap(a, b):
+    try:
+        return np.shares_memory(a, b, max_work=100_000)
+    except np.exceptions.TooHardError:
+        return True  # too costly to tell: refuse rather than risk it
 
 
 def _as_rows(a, N, M):
     """``a`` (..., M) as an (N, M) array BLAS reads in place: a view when possible."""
     if a.ndim != 2:
         a = a.reshape(N, M)
-    return a if blas_readable(a) else np.ascontiguousarray(a)
+    return a if blas_readable(a) else np.array(a, order="C")  # a copy: aligned too
 
 
 def _target(out, shape, dtype, keep):
@@ -115,15 +124,18 @@ def _target(out, shape, dtype, keep):
     """
     if out is None:
         return np.empty(shape, dtype), False
-    if out.flags.c_contiguous:
+    if out.flags.c_contiguous and out.flags.aligned:
         return (out if out.shape == shape else out.reshape(shape)), False
-    return (np.ascontiguousarray(out) if keep else np.empty(out.shape, dtype)).reshape(shape), True
+    return (np.array(out, order="C") if keep else np.empty(out.shape, dtype)).reshape(shape), True
+
+
+_OPENMP = openmp_enabled()
 
 
 def _call(path, num_threads, kernel, *args):
-    if path is SERIAL:
+    if path == SERIAL:
         return kernel(*args)
-    if num_threads > 1:
+    if num_threads > 1 and _OPENMP:
         team_started()
     blas_threads.enter()
     try:
@@ -164,12 +176,12 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     N = math.prod(x.shape[:-1])
     x2 = _as_rows(x, N, M_in)
     W = _as_rows(W, M_in, M_out)
-    if b is not None and not b.flags.c_contiguous:
-        b = np.ascontiguousarray(b)
+    if b is not None and not (b.flags.c_contiguous and b.flags.aligned):
+        b = np.array(b, order="C")
     y, copy_back = _target(out, (N, M_out), dtype, False)
     path = plan(N, M_in, M_out)
-    _call(path, num_threads, _forward.forward, x2, W, b, y, path is BLOCKED, path is SERIAL,
-          1 if path is SERIAL else num_threads)
+    _call(path, num_threads, _forward.forward, x2, W, b, y, path,
+          1 if path == SERIAL else num_threads)
     if copy_back:
         np.copyto(out, y.reshape(shape))
         return out
@@ -240,7 +252,7 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     _call(path, num_threads, _backward.backward, x2, W, dy2, targets[0][0], targets[1][0], targets[2][0],
           (accumulate and dx is not None, accumulate and dW is not None,
            accumulate and db is not None),
-          path is BLOCKED, 1 if path is SERIAL else num_threads)
+          path, 1 if path == SERIAL else num_threads)
     result = []
     for (t, copy_back), (_, _, buf, shape, _) in zip(targets, grads):
         if buf is not None:

@@ -3,9 +3,9 @@
 
 Two strategies, chosen from the shape alone by the caller:
 
-* ``fused=False``: one tiled GEMM per gradient, then the column-sum
+* TILED (and SERIAL): one tiled GEMM per gradient, then the column-sum
   reduction.  Fastest when the products are large.
-* ``fused=True``: the rows are cut into chunks fixed by the shape and a
+* BLOCKED, for narrow W: the rows are cut into chunks fixed by the shape and a
   ``prange`` runs over them; each chunk walks its rows in cache-sized blocks
   and, while a block of dy is in cache, computes that block of dx, adds its
   share of dW to the chunk's partial dW and its column sums to the chunk's
@@ -20,8 +20,8 @@ cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
-from fastlinear._blas cimport gemm, row, layout, blas_int_max
-from fastlinear._gemm cimport tiled_gemm
+from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max
+from fastlinear._gemm cimport tiled_gemm, tiled_gemm_workspace
 from fastlinear._colsum cimport colsum_add, column_sums, column_sums_workspace, combine
 
 cnp.import_array()
@@ -50,123 +50,134 @@ cdef Py_ssize_t fused_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
                       MAX_PARTIAL // max(1, M_in * M_out)))
 
 
-cdef void _fused(const Operands* o, const floating* x, const floating* W, const floating* dy,
-                 floating* dx, floating* dW, floating* db, const bint* accumulate,
-                 floating* parts_dW, double* parts_db, int num_threads) noexcept nogil:
-    cdef Py_ssize_t N = o.N, M_in = o.M_in, M_out = o.M_out
-    cdef Py_ssize_t rows = par.block_rows(2 * M_in + M_out, sizeof(floating), blas_int_max())
-    cdef Py_ssize_t chunks = fused_chunks(N, M_in, M_out, rows)
-    cdef Py_ssize_t c, i, i1, n, j
+cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const Operands* o,
+                       const floating* x, const floating* W, const floating* dy,
+                       floating* dx, floating* dW, floating* db, const bint* accumulate,
+                       floating* parts_dW, double* parts_db) noexcept nogil:
+    """Rows of chunk c, block by block: dx, the chunk's partial dW and partial db."""
+    cdef Py_ssize_t M_in = o.M_in, M_out = o.M_out, j, n
+    cdef Py_ssize_t first = par.chunk_start(c, o.N, chunks), i = first
+    cdef Py_ssize_t end = par.chunk_start(c + 1, o.N, chunks)
     cdef Py_ssize_t s0 = o.lddy if o.tdy == b'N' else 1
     cdef Py_ssize_t s1 = 1 if o.tdy == b'N' else o.lddy
-    cdef floating* pW
-    cdef double* pb
-    for c in prange(chunks, num_threads=num_threads, schedule='dynamic'):
-        pW = parts_dW + c * M_in * M_out
-        pb = parts_db + c * M_out
-        if db != NULL:
-            for j in range(M_out):
-                pb[j] = 0
-        i = par.chunk_start(c, N, chunks)
-        i1 = par.chunk_start(c + 1, N, chunks)
-        while i < i1:
-            n = min(rows, i1 - i)
-            if dx != NULL:
-                gemm(o.tdy, flip(o.tW), n, M_in, M_out, row(dy, o.tdy, o.lddy, i), o.lddy,
-                     W, o.ldW, <floating>accumulate[0], dx + i * M_in, M_in)
-            if dW != NULL:
-                gemm(flip(o.tx), o.tdy, M_in, M_out, n, row(x, o.tx, o.ldx, i), o.ldx,
-                     row(dy, o.tdy, o.lddy, i), o.lddy,
-                     <floating>(i != par.chunk_start(c, N, chunks)), pW, M_out)
-            if db != NULL:
-                colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
-            i = i + n
-    if dW != NULL:
-        _combine_same(parts_dW, chunks, M_in * M_out, dW, accumulate[1], num_threads)
+    cdef double* pb = parts_db + c * M_out
     if db != NULL:
-        combine(parts_db, chunks, M_out, db, accumulate[2], num_threads)
+        for j in range(M_out):
+            pb[j] = 0
+    while i < end:
+        n = min(rows, end - i)
+        if dx != NULL:
+            gemm(o.tdy, flip(o.tW), n, M_in, M_out, row(dy, o.tdy, o.lddy, i), o.lddy,
+                 W, o.ldW, <floating>accumulate[0], dx + i * M_in, M_in)
+        if dW != NULL:
+            gemm(flip(o.tx), o.tdy, M_in, M_out, n, row(x, o.tx, o.ldx, i), o.ldx,
+                 row(dy, o.tdy, o.lddy, i), o.lddy,
+                 <floating>(i != first), parts_dW + c * M_in * M_out, M_out)
+        if db != NULL:
+            colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
+        i += n
 
 
-cdef void _combine_same(const floating* parts, Py_ssize_t chunks, Py_ssize_t width,
-                        floating* out, bint accumulate, int num_threads) noexcept nogil:
-    """out[e] (+)= sum over c of parts[c, e], in chunk order, in out's precision."""
-    cdef Py_ssize_t e, c
-    cdef floating s
-    for e in prange(width, num_threads=num_threads, schedule='static'):
-        s = out[e] if accumulate else 0
-        for c in range(chunks):
-            s = s + parts[c * width + e]
-        out[e] = s
+cdef void _fused(const Operands* o, const floating* x, const floating* W, const floating* dy,
+                 floating* dx, floating* dW, floating* db, const bint* accumulate,
+                 Py_ssize_t rows, Py_ssize_t chunks, floating* parts_dW, double* parts_db,
+                 int num_threads) noexcept nogil:
+    cdef Py_ssize_t c
+    for c in prange(chunks, num_threads=par.threads_for(num_threads, chunks),
+                    schedule='dynamic'):
+        _fused_chunk(c, chunks, rows, o, x, W, dy, dx, dW, db, accumulate, parts_dW, parts_db)
+    if dW != NULL:
+        combine(parts_dW, chunks, o.M_in * o.M_out, dW, accumulate[1], num_threads)
+    if db != NULL:
+        combine(parts_db, chunks, o.M_out, db, accumulate[2], num_threads)
 
 
 cdef void _separate(const Operands* o, const floating* x, const floating* W, const floating* dy,
                     floating* dx, floating* dW, floating* db, const bint* accumulate,
-                    double* work, int num_threads) noexcept nogil:
+                    floating* work, double* db_work, int num_threads) noexcept nogil:
     if dx != NULL:
         tiled_gemm(o.tdy, flip(o.tW), o.N, o.M_in, o.M_out, dy, o.lddy, W, o.ldW,
-                   <floating*>NULL, accumulate[0], dx, o.M_in, num_threads)
+                   <floating*>NULL, accumulate[0], dx, o.M_in, work, num_threads)
     if dW != NULL:
         tiled_gemm(flip(o.tx), o.tdy, o.M_in, o.M_out, o.N, x, o.ldx, dy, o.lddy,
-                   <floating*>NULL, accumulate[1], dW, o.M_out, num_threads)
+                   <floating*>NULL, accumulate[1], dW, o.M_out, work, num_threads)
     if db != NULL:
         column_sums(dy, o.lddy if o.tdy == b'N' else 1, 1 if o.tdy == b'N' else o.lddy,
-                    o.N, o.M_out, db, accumulate[2], work, num_threads)
+                    o.N, o.M_out, db, accumulate[2], db_work, num_threads)
 
 
-cdef inline void* _data(a):
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+cdef inline void* _data(cnp.ndarray a):
+    return NULL if a is None else cnp.PyArray_DATA(a)
 
 
-def backward(x, W, dy, dx, dW, db, accumulate, bint fused, int num_threads):
+def backward(x, W, dy, dx, dW, db, accumulate, int path, int num_threads):
     """Write the requested gradients, or add them where ``accumulate`` says so.
 
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
     reads in place; dx, dW and db are None (not wanted) or C-contiguous
-    arrays of the gradient's shape.  All share one dtype.  ``accumulate`` is
-    three flags, for dx, dW and db.
+    arrays of the gradient's shape; all of one dtype.  ``accumulate`` is three
+    flags, for dx, dW and db.  ``path`` is BLOCKED for the fused row-block
+    kernel, else one tiled product per gradient.
     """
     cdef Operands o
     cdef bint acc[3]
     acc[0], acc[1], acc[2] = accumulate
     if not (layout(x, &o.tx, &o.ldx) and layout(W, &o.tW, &o.ldW)
             and layout(dy, &o.tdy, &o.lddy)):
-        raise ValueError("x, W and dy must be readable by BLAS in place")
+        raise ValueError("x, W and dy must be 2-D, aligned and readable by BLAS in place")
     o.N = cnp.PyArray_DIM(<cnp.ndarray>dy, 0)
     o.M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
     o.M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
-    cdef bint is_double = cnp.PyArray_TYPE(<cnp.ndarray>dy) == cnp.NPY_DOUBLE
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>dy)
+    if (typenum not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
+            or cnp.PyArray_TYPE(<cnp.ndarray>x) != typenum
+            or cnp.PyArray_TYPE(<cnp.ndarray>W) != typenum
+            or cnp.PyArray_DIM(<cnp.ndarray>x, 0) != o.N
+            or cnp.PyArray_DIM(<cnp.ndarray>x, 1) != o.M_in
+            or cnp.PyArray_DIM(<cnp.ndarray>dy, 1) != o.M_out
+            or not (dx is None or c_array(dx, typenum, o.N, o.M_in, True))
+            or not (dW is None or c_array(dW, typenum, o.M_in, o.M_out, True))
+            or not (db is None or c_array(db, typenum, o.M_out, -1, True))):
+        raise ValueError("backward: x, W, dy, dx, dW and db must agree in dtype and shape")
+    cdef bint is_double = typenum == cnp.NPY_DOUBLE
+    dtype = np.float64 if is_double else np.float32
     cdef void* xp = _data(x)
     cdef void* Wp = _data(W)
     cdef void* dyp = _data(dy)
     cdef void* dxp = _data(dx)
     cdef void* dWp = _data(dW)
     cdef void* dbp = _data(db)
-    cdef Py_ssize_t rows, chunks
-    cdef cnp.ndarray parts_dW, parts_db
-    cdef double* work
-    if fused and o.N > 0:
+    cdef Py_ssize_t rows, chunks, size = 0
+    cdef cnp.ndarray work, db_work
+    cdef void* wp
+    cdef double* dbw
+    if path == par.BLOCKED and o.N > 0:
+        # The chunking is decided here, once, and the scratch sized from it.
         rows = par.block_rows(2 * o.M_in + o.M_out, 8 if is_double else 4, blas_int_max())
         chunks = fused_chunks(o.N, o.M_in, o.M_out, rows)
-        parts_dW = np.empty(chunks * o.M_in * o.M_out if dW is not None else 0,
-                            dtype=np.float64 if is_double else np.float32)
-        parts_db = np.empty(chunks * o.M_out if db is not None else 0, dtype=np.float64)
+        work = np.empty(chunks * o.M_in * o.M_out if dW is not None else 0, dtype=dtype)
+        db_work = np.empty(chunks * o.M_out if db is not None else 0, dtype=np.float64)
+        wp, dbw = cnp.PyArray_DATA(work), <double*>cnp.PyArray_DATA(db_work)
         with nogil:
             if is_double:
                 _fused(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp, <double*>dWp,
-                       <double*>dbp, acc, <double*>cnp.PyArray_DATA(parts_dW),
-                       <double*>cnp.PyArray_DATA(parts_db), num_threads)
+                       <double*>dbp, acc, rows, chunks, <double*>wp, dbw, num_threads)
             else:
                 _fused(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp, <float*>dWp,
-                       <float*>dbp, acc, <float*>cnp.PyArray_DATA(parts_dW),
-                       <double*>cnp.PyArray_DATA(parts_db), num_threads)
+                       <float*>dbp, acc, rows, chunks, <float*>wp, dbw, num_threads)
     else:
-        parts_db = np.empty(column_sums_workspace(o.N, o.M_out) if db is not None else 0,
-                            dtype=np.float64)
-        work = <double*>cnp.PyArray_DATA(parts_db)
+        if dx is not None:
+            size = tiled_gemm_workspace(o.N, o.M_in, o.M_out)
+        if dW is not None:
+            size = max(size, tiled_gemm_workspace(o.M_in, o.M_out, o.N))
+        work = np.empty(size, dtype=dtype)
+        db_work = np.empty(column_sums_workspace(o.N, o.M_out) if db is not None else 0,
+                           dtype=np.float64)
+        wp, dbw = cnp.PyArray_DATA(work), <double*>cnp.PyArray_DATA(db_work)
         with nogil:
             if is_double:
                 _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,
-                          <double*>dWp, <double*>dbp, acc, work, num_threads)
+                          <double*>dWp, <double*>dbp, acc, <double*>wp, dbw, num_threads)
             else:
                 _separate(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp,
-                          <float*>dWp, <float*>dbp, acc, work, num_threads)
+                          <float*>dWp, <float*>dbp, acc, <float*>wp, dbw, num_threads)

@@ -11,3 +11,6 @@ cdef const floating* row(const floating* A, char trans, Py_ssize_t ld, Py_ssize_
 cdef const floating* col(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t j) noexcept nogil
 
 cdef bint layout(object a, char* trans, Py_ssize_t* ld) noexcept
+
+cdef bint c_array(object a, int typenum, Py_ssize_t rows, Py_ssize_t cols,
+                  bint write) noexcept

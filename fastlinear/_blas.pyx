@@ -106,7 +106,8 @@ cdef bint layout(object a, char* trans, Py_ssize_t* ld) noexcept:
     stride of a length-1 axis is meaningless, so it is ignored.  Negative,
     zero (broadcast) or other strides need a copy.
     """
-    if not isinstance(a, cnp.ndarray) or cnp.PyArray_NDIM(<cnp.ndarray>a) != 2:
+    if (not isinstance(a, cnp.ndarray) or cnp.PyArray_NDIM(<cnp.ndarray>a) != 2
+            or not cnp.PyArray_ISALIGNED(<cnp.ndarray>a)):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>a
     cdef Py_ssize_t r = cnp.PyArray_DIM(arr, 0), c = cnp.PyArray_DIM(arr, 1)
@@ -125,6 +126,24 @@ cdef bint layout(object a, char* trans, Py_ssize_t* ld) noexcept:
     else:
         return False
     return ld[0] <= _int_max
+
+
+cdef bint c_array(object a, int typenum, Py_ssize_t rows, Py_ssize_t cols,
+                  bint write) noexcept:
+    """Whether ``a`` is an aligned C-contiguous array of this type and shape.
+
+    ``cols`` < 0 asks for a 1-D array of ``rows`` elements; ``write`` for a
+    writeable one.
+    """
+    if not isinstance(a, cnp.ndarray):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_ISCARRAY_RO(arr)
+            or (write and not cnp.PyArray_ISWRITEABLE(arr))
+            or cnp.PyArray_NDIM(arr) != (1 if cols < 0 else 2)
+            or cnp.PyArray_DIM(arr, 0) != rows):
+        return False
+    return cols < 0 or cnp.PyArray_DIM(arr, 1) == cols
 
 
 def blas_readable(a):
@@ -152,7 +171,10 @@ cdef void _extent(cnp.ndarray a, char** lo, char** hi) noexcept:
 
 def may_overlap(a, b):
     """Whether the memory spans of two arrays intersect (np.may_share_memory, cheaper)."""
-    cdef char *alo, *ahi, *blo, *bhi
+    cdef char* alo
+    cdef char* ahi
+    cdef char* blo
+    cdef char* bhi
     _extent(<cnp.ndarray?>a, &alo, &ahi)
     _extent(<cnp.ndarray?>b, &blo, &bhi)
     return alo < bhi and blo < ahi

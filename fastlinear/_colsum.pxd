@@ -1,5 +1,9 @@
 from cython cimport floating
 
+ctypedef fused partial_t:
+    float
+    double
+
 cdef void colsum_add(const floating* a, Py_ssize_t s0, Py_ssize_t s1,
                      Py_ssize_t rows, Py_ssize_t cols, double* acc) noexcept nogil
 
@@ -9,5 +13,5 @@ cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
                       Py_ssize_t N, Py_ssize_t M_out, floating* db, bint accumulate,
                       double* work, int num_threads) noexcept nogil
 
-cdef void combine(const double* parts, Py_ssize_t chunks, Py_ssize_t width,
+cdef void combine(const partial_t* parts, Py_ssize_t chunks, Py_ssize_t width,
                   floating* out, bint accumulate, int num_threads) noexcept nogil

@@ -12,12 +12,10 @@ cimport fastlinear._parallel as par
 
 # A column block of 512 float64 accumulators (4 KiB) stays in L1 while a task
 # streams its rows past it.
-cdef enum:
-    COLS = 512
 # Enough tasks to keep many cores busy; partial sums stay small.
 cdef enum:
+    COLS = 512
     TASKS = 64
-cdef enum:
     MIN_ROWS = 256
 
 
@@ -65,7 +63,7 @@ cdef Py_ssize_t column_sums_workspace(Py_ssize_t N, Py_ssize_t M_out) noexcept n
     return _chunks(N, M_out) * M_out
 
 
-cdef void _combine_block(Py_ssize_t blk, const double* parts, Py_ssize_t chunks,
+cdef void _combine_block(Py_ssize_t blk, const partial_t* parts, Py_ssize_t chunks,
                          Py_ssize_t width, floating* out, bint accumulate) noexcept nogil:
     cdef Py_ssize_t e, c
     cdef double s
@@ -76,15 +74,16 @@ cdef void _combine_block(Py_ssize_t blk, const double* parts, Py_ssize_t chunks,
         out[e] = <floating>s
 
 
-cdef void combine(const double* parts, Py_ssize_t chunks, Py_ssize_t width,
+cdef void combine(const partial_t* parts, Py_ssize_t chunks, Py_ssize_t width,
                   floating* out, bint accumulate, int num_threads) noexcept nogil:
-    """out[e] (+)= sum over c of parts[c, e], added in chunk order."""
+    """out[e] (+)= sum over c of parts[c, e], added in chunk order in float64."""
     cdef Py_ssize_t blocks = par.ceil_div(width, COLS), blk
-    if num_threads == 1:
+    cdef int threads = par.threads_for(num_threads, blocks)
+    if threads == 1:
         for blk in range(blocks):
             _combine_block(blk, parts, chunks, width, out, accumulate)
     else:
-        for blk in prange(blocks, num_threads=num_threads, schedule='static'):
+        for blk in prange(blocks, num_threads=threads, schedule='static'):
             _combine_block(blk, parts, chunks, width, out, accumulate)
 
 
@@ -108,12 +107,13 @@ cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
     ``work`` holds column_sums_workspace(N, M_out) float64 elements.
     """
     cdef Py_ssize_t chunks = _chunks(N, M_out), blocks = par.ceil_div(M_out, COLS), t
+    cdef int threads = par.threads_for(num_threads, chunks * blocks)
     if M_out == 0:
         return
-    if num_threads == 1:
+    if threads == 1:
         for t in range(chunks * blocks):
             _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work)
     else:
-        for t in prange(chunks * blocks, num_threads=num_threads, schedule='static'):
+        for t in prange(chunks * blocks, num_threads=threads, schedule='static'):
             _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work)
     combine(work, chunks, M_out, db, accumulate, num_threads)

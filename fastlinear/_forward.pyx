@@ -1,15 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Forward kernel: y = x W + b.
 
-The bias is broadcast into y first and the product added onto it by one GEMM
-with beta = 1, so no temporary the size of y is ever made.
+The bias is broadcast into y and the product added onto it with beta = 1,
+block by block while the block is in cache, so no temporary the size of y is
+ever made.
 """
+import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
-from fastlinear._blas cimport gemm, row, layout, blas_int_max
-from fastlinear._gemm cimport tiled_gemm
+from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max
+from fastlinear._gemm cimport tiled_gemm, tiled_gemm_workspace
 
 cnp.import_array()
 
@@ -33,45 +35,56 @@ cdef void _rows(const floating* x, char tx, Py_ssize_t ldx,
 cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
                    const floating* W, char tW, Py_ssize_t ldW, const floating* b,
                    floating* y, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
-                   bint blocked, bint serial, int num_threads) noexcept nogil:
-    cdef Py_ssize_t rows = par.block_rows(M_in + M_out, sizeof(floating), blas_int_max())
+                   int path, Py_ssize_t rows, floating* work, int num_threads) noexcept nogil:
     cdef Py_ssize_t blocks = par.ceil_div(N, rows), blk
-    if serial or N <= rows:
+    if path == par.SERIAL or N <= rows:
         _rows(x, tx, ldx, W, tW, ldW, b, y, 0, N, M_in, M_out)
-    elif blocked:
+    elif path == par.BLOCKED:
         # Narrow W: each cache-sized block of rows gets its bias and its
         # product while it is in this core's cache.
-        for blk in prange(blocks, num_threads=num_threads, schedule='dynamic'):
+        for blk in prange(blocks, num_threads=par.threads_for(num_threads, blocks),
+                          schedule='dynamic'):
             _rows(x, tx, ldx, W, tW, ldW, b, y, blk * rows, min(N, (blk + 1) * rows),
                   M_in, M_out)
     else:
-        tiled_gemm(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, num_threads)
+        tiled_gemm(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, num_threads)
 
 
-def forward(x, W, b, y, bint blocked, bint serial, int num_threads):
-    """y[:] = x @ W (+ b).
+def forward(x, W, b, y, int path, int num_threads):
+    """y[:] = x @ W (+ b), the way ``path`` (SERIAL, BLOCKED or TILED) says.
 
     x and W are 2-D arrays that BLAS reads in place (see blas_readable), b is
-    None or contiguous 1-D, y is C-contiguous (N, M_out); all share a dtype.
-    ``serial`` makes one BLAS call on this thread; ``blocked`` threads over
-    cache-sized row blocks (narrow W); otherwise C is tiled for large GEMMs.
+    None or a contiguous 1-D array, y a C-contiguous (N, M_out) array; all
+    of one dtype.  SERIAL makes one BLAS call on this thread, BLOCKED threads
+    over cache-sized row blocks (narrow W), TILED tiles the product.
     """
     cdef char tx, tW
     cdef Py_ssize_t ldx, ldW
+    if not (layout(x, &tx, &ldx) and layout(W, &tW, &ldW)):
+        raise ValueError("x and W must be 2-D, aligned and readable by BLAS in place")
     cdef Py_ssize_t N = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
     cdef Py_ssize_t M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
     cdef Py_ssize_t M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    if (typenum not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
+            or cnp.PyArray_TYPE(<cnp.ndarray>W) != typenum
+            or cnp.PyArray_DIM(<cnp.ndarray>x, 1) != M_in
+            or not c_array(y, typenum, N, M_out, True)
+            or not (b is None or c_array(b, typenum, M_out, -1, False))):
+        raise ValueError("forward: x, W, b and y must agree in dtype and shape")
+    cdef bint is_double = typenum == cnp.NPY_DOUBLE
+    cdef Py_ssize_t rows = par.block_rows(M_in + M_out, 8 if is_double else 4, blas_int_max())
+    cdef cnp.ndarray work = np.empty(tiled_gemm_workspace(N, M_out, M_in) if path == par.TILED else 0,
+                                     dtype=np.float64 if is_double else np.float32)
     cdef void* xp = cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef void* Wp = cnp.PyArray_DATA(<cnp.ndarray>W)
     cdef void* bp = NULL if b is None else cnp.PyArray_DATA(<cnp.ndarray>b)
     cdef void* yp = cnp.PyArray_DATA(<cnp.ndarray>y)
-    if not (layout(x, &tx, &ldx) and layout(W, &tW, &ldW)):
-        raise ValueError("x and W must be readable by BLAS in place")
-    if cnp.PyArray_TYPE(<cnp.ndarray>x) == cnp.NPY_DOUBLE:
-        with nogil:
-            _forward(<double*>xp, tx, ldx, <double*>Wp, tW, ldW, <double*>bp,
-                     <double*>yp, N, M_in, M_out, blocked, serial, num_threads)
-    else:
-        with nogil:
-            _forward(<float*>xp, tx, ldx, <float*>Wp, tW, ldW, <float*>bp,
-                     <float*>yp, N, M_in, M_out, blocked, serial, num_threads)
+    cdef void* wp = cnp.PyArray_DATA(work)
+    with nogil:
+        if is_double:
+            _forward(<double*>xp, tx, ldx, <double*>Wp, tW, ldW, <double*>bp, <double*>yp,
+                     N, M_in, M_out, path, rows, <double*>wp, num_threads)
+        else:
+            _forward(<float*>xp, tx, ldx, <float*>Wp, tW, ldW, <float*>bp, <float*>yp,
+                     N, M_in, M_out, path, rows, <float*>wp, num_threads)

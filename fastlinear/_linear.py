@@ -40,7 +40,8 @@ class Linear:
         place, so an optimiser may keep references to them.
 
     ``forward`` keeps a reference to x (not a copy) for ``backward``: do not
-    write into x between the two.  Each thread has its own pending input, so
+    write into x between the two.  ``backward`` releases it, so each forward
+    is followed by at most one backward, as in PyTorch.  Each thread has its own pending input, so
     threads may run forward/backward on one layer at once: each backward
     uses its own thread's x, and their gradients are added into dW and db one
     after the other.  Nothing else is kept between calls.
@@ -62,8 +63,10 @@ class Linear:
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float64, seed=None):
         for name, n in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(n, bool) or not hasattr(n, "__index__") or n.__index__() < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {n!r}")
+            if isinstance(n, bool) or not hasattr(n, "__index__"):
+                raise TypeError(f"{name} must be an int, got {n!r}")
+            if n.__index__() < 0:
+                raise ValueError(f"{name} must be >= 0, got {n!r}")
         dtype = np.dtype(dtype)
         if dtype not in _FLOATS:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
@@ -105,11 +108,13 @@ class Linear:
         """Add this step's gradients into dW and db; return dx (None if not needed)."""
         x = getattr(self._pending, "x", None)
         if x is None:
-            raise RuntimeError("backward() called before forward() in this thread")
+            raise RuntimeError("backward() called before forward() in this thread, or "
+                               "twice after one forward()")
         with self._grad_lock:
             grads = linear_backward(x, self.W, dy, bias=self.b is not None,
                                     need_dx=need_dx, dW=self.dW, db=self.db,
                                     accumulate=True, num_threads=num_threads)
+        self._pending.x = None
         return grads.dx
 
     def zero_grad(self):

@@ -6,6 +6,12 @@
 cdef extern from "_omp.h":
     int FL_HAVE_OPENMP
 
+# How a call is run (chosen from the shape by fastlinear._api.plan).
+cdef enum:
+    SERIAL = 0    # on the calling thread, one BLAS call per product
+    BLOCKED = 1   # OpenMP over cache-sized row blocks, backward fused per block
+    TILED = 2     # OpenMP over the tasks of each product
+
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return (a + b - 1) // b
@@ -24,3 +30,8 @@ cdef inline Py_ssize_t block_rows(Py_ssize_t width, Py_ssize_t itemsize, Py_ssiz
     """
     cdef Py_ssize_t rows = (256 * 1024) // (max(width, 1) * itemsize)
     return max(1, min(max(rows, 16), 4096, limit))
+
+
+cdef inline int threads_for(int num_threads, Py_ssize_t tasks) noexcept nogil:
+    """Threads worth starting for ``tasks`` tasks: never more threads than tasks."""
+    return <int>max(1, min(<Py_ssize_t>num_threads, tasks))

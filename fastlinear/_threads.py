@@ -19,6 +19,9 @@ _default = None
 _team_started = False
 _forked_child = False
 _fork_warned = False
+# More threads than this is a mistake, not a machine: OpenMP would try to
+# start them all and abort the process when it cannot.
+MAX_THREADS = 4096
 
 
 def _env_threads():
@@ -61,8 +64,8 @@ def check_threads(n):
         raise TypeError(f"num_threads must be a positive int or None, got {n!r}")
     else:
         n = n.__index__()
-        if n < 1:
-            raise ValueError(f"num_threads must be >= 1, got {n}")
+        if not 1 <= n <= MAX_THREADS:
+            raise ValueError(f"num_threads must be between 1 and {MAX_THREADS}, got {n}")
     if _forked_child and n > 1:
         _warn_forked()
         return 1
@@ -83,7 +86,7 @@ def _warn_forked():
                       "threads, and GNU OpenMP cannot start threads again in a forked child; "
                       "calls here run on one thread.  Use the 'spawn' or 'forkserver' "
                       "multiprocessing start method for parallel children.", RuntimeWarning,
-                      stacklevel=4)
+                      stacklevel=3)
 
 
 def _after_fork_in_child():
@@ -128,10 +131,19 @@ class BlasThreads:
             if not self._active:
                 libs = self.libraries()
                 self._saved = tuple(lib.get_num_threads() for lib in libs)
-                for lib, saved in zip(libs, self._saved):
-                    if saved != 1:
-                        lib.set_num_threads(1)
+                try:
+                    for lib, saved in zip(libs, self._saved):
+                        if saved != 1:
+                            lib.set_num_threads(1)
+                except BaseException:
+                    self._restore()
+                    raise
             self._active += 1
+
+    def _restore(self):
+        for lib, saved in zip(self.libraries(), self._saved):
+            if saved != 1:
+                lib.set_num_threads(saved)
 
     def after_fork(self):
         """In a forked child: a fresh lock, and BLAS back as it was if a call was inside."""
@@ -144,9 +156,7 @@ class BlasThreads:
         with self._lock:
             self._active -= 1
             if not self._active:
-                for lib, saved in zip(self.libraries(), self._saved):
-                    if saved != 1:
-                        lib.set_num_threads(saved)
+                self._restore()
 
 
 blas_threads = BlasThreads()

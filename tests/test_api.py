@@ -72,6 +72,7 @@ def test_out_errors_and_nothing_written():
     cases = [
         (np.zeros((4, 3)), ValueError, "out must have shape"),
         (np.zeros((4, 2), np.float32), ValueError, "out must have dtype float64"),
+        (np.zeros((4, 2), ">f8"), ValueError, "native byte order, got >f8"),
         (ro, ValueError, "out is read-only"),
         ([[0.0, 0.0]] * 4, TypeError, "out must be a NumPy array"),
     ]
@@ -105,7 +106,8 @@ def test_gradient_buffer_errors_and_nothing_written():
     np.testing.assert_array_equal(db, 7.0)
 
 
-@pytest.mark.parametrize("n, exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("2", TypeError), (True, TypeError)])
+@pytest.mark.parametrize("n, exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("2", TypeError),
+                                    (True, TypeError), (10 ** 6, ValueError), (2 ** 40, ValueError)])
 def test_bad_num_threads(n, exc):
     x, W, b, dy = arrays()
     with pytest.raises(exc, match="num_threads"):
@@ -127,6 +129,50 @@ def test_inputs_not_modified_and_lists_accepted():
         np.testing.assert_array_equal(a, c)
 
 
+def misaligned(shape, dtype):
+    """A C-contiguous, writeable array whose data is not aligned to its itemsize."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.zeros(int(np.prod(shape)) * itemsize + 1, np.uint8)
+    a = raw[1:].view(dtype).reshape(shape)
+    assert not a.flags.aligned
+    return a
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_misaligned_arrays(dtype):
+    rng = np.random.default_rng(4)
+    for N, M_in, M_out in [(7, 5, 3), (600, 300, 200), (5000, 64, 16)]:
+        x, W, b, dy = (misaligned(s, dtype) for s in ((N, M_in), (M_in, M_out), (M_out,), (N, M_out)))
+        for a in (x, W, b, dy):
+            a[...] = rng.standard_normal(a.shape)
+        y = misaligned((N, M_out), dtype)
+        assert linear_forward(x, W, b, out=y) is y
+        bufs = dict(dx=misaligned((N, M_in), dtype), dW=misaligned((M_in, M_out), dtype),
+                    db=misaligned((M_out,), dtype))
+        g = linear_backward(x, W, dy, **bufs)
+        ry, rdx, rdW, rdb = reference(x, W, b, dy)
+        assert_close(y, ry, dtype, M_in)
+        assert_close(g.dx, rdx, dtype, M_out)
+        assert_close(g.dW, rdW, dtype, N)
+        assert_close(g.db, rdb, dtype, N)
+
+
+def test_kernels_refuse_inconsistent_arguments():
+    """The compiled entry points check what they are given, whoever calls them."""
+    from fastlinear import _backward, _forward
+    from fastlinear._parallel import PATHS
+    x, W, b, dy = arrays(8, 4, 3)
+    y = np.empty((8, 3))
+    for args in [(x, W, b, np.empty((8, 3), np.float32)), (x, W, b, np.empty((3, 8)).T),
+                 (x, W.astype(np.float32), b, y), ([[1.0]], W, b, y), (x, W, b[:2], y)]:
+        with pytest.raises(ValueError):
+            _forward.forward(*args, PATHS["tiled"], 2)
+    for bufs in [(np.empty((8, 3)), None, None), (None, np.empty((4, 3), np.float32), None),
+                 (None, None, np.empty(4))]:
+        with pytest.raises(ValueError):
+            _backward.backward(x, W, dy, *bufs, (False, False, False), PATHS["blocked"], 2)
+
+
 def test_non_native_byte_order():
     x, W, b, dy = arrays()
     y = linear_forward(x.astype(">f8"), W, b)
@@ -136,7 +182,9 @@ def test_non_native_byte_order():
 
 # ---- threads -----------------------------------------------------------------
 
-SHAPES_BY_PATH = [(30, 20, 10), (20000, 16, 8), (5000, 64, 16), (600, 300, 200), (1024, 512, 256)]
+# serial, blocked (narrow W), tiled, tiled with dW split along N
+SHAPES_BY_PATH = [(30, 20, 10), (20000, 16, 8), (5000, 64, 16), (600, 300, 200), (1024, 512, 256),
+                  (3000, 200, 200)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -275,6 +323,13 @@ def test_linear_no_bias_state_dict_repr():
 def test_linear_errors():
     with pytest.raises(RuntimeError, match="before forward"):
         Linear(2, 2).backward(np.ones((1, 2)))
+    layer = Linear(2, 2)
+    layer.forward(np.ones((1, 2)))
+    layer.backward(np.ones((1, 2)))
+    with pytest.raises(RuntimeError, match="twice after one forward"):
+        layer.backward(np.ones((1, 2)))
+    with pytest.raises(TypeError, match="in_features must be an int"):
+        Linear(3.0, 2)
     with pytest.raises(TypeError, match="dtype"):
         Linear(2, 2, dtype=np.int32)
     with pytest.raises(ValueError, match="in_features"):

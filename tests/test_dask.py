@@ -168,7 +168,7 @@ def test_bad_inputs():
         (TypeError, "dy must be a dask array or a NumPy array, got Delayed",
          lambda: fld.linear_backward(X, W, dask.delayed(dy))),
         (ValueError, "split_every must be an int >= 2", lambda: fld.linear_backward(X, W, DY, split_every=1)),
-        (ValueError, "num_threads must be >= 1", lambda: fld.linear_forward(X, W, b, num_threads=0)),
+        (ValueError, "num_threads must be between 1 and", lambda: fld.linear_forward(X, W, b, num_threads=0)),
     ]
     for error, match, call in cases:
         with pytest.raises(error, match=match):
