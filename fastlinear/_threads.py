@@ -28,6 +28,8 @@ def _env_threads():
     value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if value.isdigit() and int(value) > 0:
         return int(value)
+    if hasattr(os, "process_cpu_count"):  # Python 3.13+
+        return os.process_cpu_count() or 1
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
