@@ -87,6 +87,16 @@ def _check_features(a, name, size, what, W):
                          f"shape {W.shape}, got {a.shape}")
 
 
+def check_backward(x, W, dy):
+    """(dtype, M_in, M_out) of a backward problem; raises naming what does not fit."""
+    dtype = _same_dtype((("x", x), ("W", W), ("dy", dy)))
+    _check_weights(W)
+    M_in, M_out = W.shape
+    _check_features(x, "x", M_in, "M_in", W)
+    _check_features(dy, "dy", M_out, "M_out", W)
+    return dtype, M_in, M_out
+
+
 def _check_out(out, name, shape, dtype, others):
     """Raise unless ``out`` can receive a result of ``shape`` and ``dtype``."""
     if not isinstance(out, np.ndarray):
@@ -222,11 +232,7 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     x = _float_array(x, "x")
     W = _float_array(W, "W")
     dy = _float_array(dy, "dy")
-    dtype = _same_dtype((("x", x), ("W", W), ("dy", dy)))
-    _check_weights(W)
-    M_in, M_out = W.shape
-    _check_features(x, "x", M_in, "M_in", W)
-    _check_features(dy, "dy", M_out, "M_out", W)
+    dtype, M_in, M_out = check_backward(x, W, dy)
     lead = x.shape[:-1]
     if dy.shape[:-1] != lead:
         raise ValueError(f"dy must have shape {lead + (M_out,)} to match x of shape "

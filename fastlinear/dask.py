@@ -45,7 +45,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlinear.dask needs dask[array]: pip install fastlinear[dask]") from exc
 
 from ._api import (Grads, _check_features, _check_weights, _float_array, _same_dtype,
-                   linear_backward as _linear_backward, linear_forward as _linear_forward)
+                   check_backward, linear_backward as _linear_backward,
+                   linear_forward as _linear_forward)
 from ._threads import check_threads
 
 __all__ = ["FAN_IN", "linear_forward", "linear_backward"]
@@ -193,11 +194,7 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, num_threads=None,
             raise TypeError(f"dy must be a dask array or a NumPy array, got {type(dy).__name__}")
         dy = da.from_array(_float_array(dy, "dy"), chunks=-1)
     dy = _rows(dy, "dy")
-    dtype = _same_dtype((("x", x), ("W", W), ("dy", dy)))
-    _check_weights(W)
-    M_in, M_out = W.shape
-    _check_features(x, "x", M_in, "M_in", W)
-    _check_features(dy, "dy", M_out, "M_out", W)
+    dtype, M_in, M_out = check_backward(x, W, dy)
     if dy.shape[0] != x.shape[0]:
         raise ValueError(f"dy must have shape {(x.shape[0], M_out)} to match x of shape "
                          f"{x.shape}, got {dy.shape}")
