@@ -326,7 +326,7 @@ def main(argv=None):
     shapes = args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
     dtypes = [np.dtype(d.strip()).name for d in args.dtypes.split(",")]
     threads = [None if t.strip() == "default" else int(t) for t in args.threads.split(",")]
-    budget, max_rounds = (1.5, 5) if args.quick else (args.budget, args.rounds)
+    budget, max_rounds = (1.0, 4) if args.quick else (args.budget, args.rounds)
     if args.quick and args.threads == "default,1":
         threads = [None]
     with_torch = False

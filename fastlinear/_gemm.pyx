@@ -16,7 +16,7 @@ from fastlinear._blas cimport gemm, row, col
 # k: each BLAS call repacks its panels of A and B, which must stay small next
 # to its arithmetic.
 cdef enum:
-    MIN_TASK_WORK = 1 << 21
+    MIN_TASK_WORK = 1 << 22
     MIN_SIDE = 64
 
 
