@@ -144,9 +144,15 @@ class Case:
         }
 
 
+def calls_per_turn(seconds):
+    """Timed calls per turn for a call of about ``seconds``: one turn spans ~20 ms."""
+    return 1 if seconds > 0.05 else int(min(1000, max(5, 0.02 / seconds)))
+
+
 def interleaved(fns, rounds, calls, settle):
     """{name: [median seconds per call in each round]}, the names taking turns.
 
+    ``calls`` maps each name to its number of timed calls per turn.
     A turn that follows another library's turn starts after ``settle``
     seconds of sleep, and one untimed call when it times several.  Thread pools spin for a while
     after their last task (OpenBLAS's pthreads pool for about 0.1 s, an OpenMP
@@ -166,10 +172,10 @@ def interleaved(fns, rounds, calls, settle):
             fn = fns[name]
             if settle:
                 time.sleep(settle)
-            if calls > 1:
+            if calls[name] > 1:
                 fn()
             per_call = []
-            for _ in range(calls):
+            for _ in range(calls[name]):
                 t = time.perf_counter()
                 fn()
                 per_call.append(time.perf_counter() - t)
@@ -190,11 +196,20 @@ def run_case(shape, dtype, threads, with_torch, budget, max_rounds, settle):
             t0 = time.perf_counter()
             case.fastlinear()
             one = max(time.perf_counter() - t0, 1e-7)
-            reps = 1 if one > 0.05 else int(min(1000, max(5, 0.02 / one)))
+            reps = calls_per_turn(one)
             per_round = (2 * one * reps + settle) * (len(case.peers) + 4)
             rounds = int(max(3, min(max_rounds, budget / per_round)))
-            steps = interleaved(case.peers, rounds, reps, settle)
-            parts = interleaved(case.parts(), rounds, reps, settle)
+            steps = interleaved(case.peers, rounds, dict.fromkeys(case.peers, reps), settle)
+            # A part is timed as often as its own length asks: a single cold
+            # call of a short part would measure the wake-up, not the part.
+            part_fns = case.parts()
+            part_calls = {}
+            for name, fn in part_fns.items():
+                fn()
+                t0 = time.perf_counter()
+                fn()
+                part_calls[name] = calls_per_turn(time.perf_counter() - t0)
+            parts = interleaved(part_fns, rounds, part_calls, settle)
     finally:
         if torch_threads is not None:
             case.torch.set_num_threads(torch_threads)
