@@ -170,10 +170,11 @@ def backward(x, W, dy, dx, dW, db, accumulate, int path, int num_threads):
             size = tiled_gemm_workspace(o.N, o.M_in, o.M_out)
         if dW is not None:
             size = max(size, tiled_gemm_workspace(o.M_in, o.M_out, o.N))
-        work = np.empty(size, dtype=dtype)
-        db_work = np.empty(column_sums_workspace(o.N, o.M_out) if db is not None else 0,
-                           dtype=np.float64)
-        wp, dbw = cnp.PyArray_DATA(work), <double*>cnp.PyArray_DATA(db_work)
+        # Scratch only where it is needed: an empty array costs as much as a small one.
+        work = np.empty(size, dtype=dtype) if size else None
+        db_work = (np.empty(column_sums_workspace(o.N, o.M_out), dtype=np.float64)
+                   if db is not None else None)
+        wp, dbw = _data(work), <double*>_data(db_work)
         with nogil:
             if is_double:
                 _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,

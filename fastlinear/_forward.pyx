@@ -74,13 +74,14 @@ def forward(x, W, b, y, int path, int num_threads):
         raise ValueError("forward: x, W, b and y must agree in dtype and shape")
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
     cdef Py_ssize_t rows = par.block_rows(M_in + M_out, 8 if is_double else 4, blas_int_max())
-    cdef cnp.ndarray work = np.empty(tiled_gemm_workspace(N, M_out, M_in) if path == par.TILED else 0,
-                                     dtype=np.float64 if is_double else np.float32)
+    cdef Py_ssize_t size = tiled_gemm_workspace(N, M_out, M_in) if path == par.TILED else 0
+    cdef cnp.ndarray work = (np.empty(size, dtype=np.float64 if is_double else np.float32)
+                             if size else None)
     cdef void* xp = cnp.PyArray_DATA(<cnp.ndarray>x)
     cdef void* Wp = cnp.PyArray_DATA(<cnp.ndarray>W)
     cdef void* bp = NULL if b is None else cnp.PyArray_DATA(<cnp.ndarray>b)
     cdef void* yp = cnp.PyArray_DATA(<cnp.ndarray>y)
-    cdef void* wp = cnp.PyArray_DATA(work)
+    cdef void* wp = NULL if work is None else cnp.PyArray_DATA(work)
     with nogil:
         if is_double:
             _forward(<double*>xp, tx, ldx, <double*>Wp, tW, ldW, <double*>bp, <double*>yp,
