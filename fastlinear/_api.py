@@ -143,13 +143,14 @@ _OPENMP = openmp_enabled()
 
 
 def _call(path, num_threads, kernel, *args):
+    """kernel(*args, path, threads): SERIAL runs on this thread alone, with BLAS as it is."""
     if path == SERIAL:
-        return kernel(*args)
+        return kernel(*args, path, 1)
     if num_threads > 1 and _OPENMP:
         team_started()
     blas_threads.enter()
     try:
-        return kernel(*args)
+        return kernel(*args, path, num_threads)
     finally:
         blas_threads.exit()
 
@@ -190,8 +191,7 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
         b = np.array(b, order="C")
     y, copy_back = _target(out, (N, M_out), dtype, False)
     path = plan(N, M_in, M_out)
-    _call(path, num_threads, _forward.forward, x2, W, b, y, path,
-          1 if path == SERIAL else num_threads)
+    _call(path, num_threads, _forward.forward, x2, W, b, y)
     if copy_back:
         np.copyto(out, y.reshape(shape))
         return out
@@ -255,10 +255,10 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     targets = [_target(buf, kshape, dtype, accumulate) if need else (None, False)
                for _, need, buf, _, kshape in grads]
     path = plan(N, M_in, M_out)
-    _call(path, num_threads, _backward.backward, x2, W, dy2, targets[0][0], targets[1][0], targets[2][0],
+    _call(path, num_threads, _backward.backward, x2, W, dy2,
+          targets[0][0], targets[1][0], targets[2][0],
           (accumulate and dx is not None, accumulate and dW is not None,
-           accumulate and db is not None),
-          path, 1 if path == SERIAL else num_threads)
+           accumulate and db is not None))
     result = []
     for (t, copy_back), (_, _, buf, shape, _) in zip(targets, grads):
         if buf is not None:
