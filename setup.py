@@ -16,7 +16,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_blas", "_parallel", "_gemm", "_colsum", "_forward", "_backward"]
+# The kernels, then the validating API: its checks read array headers at C level,
+# which is most of the time of a call on small arrays.
+MODULES = ["_blas", "_parallel", "_gemm", "_colsum", "_forward", "_backward", "_api"]
 OPENMP_FLAGS = {"unix": (["-fopenmp"], ["-fopenmp"]), "msvc": (["/openmp"], [])}
 
 
@@ -72,16 +74,12 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
-# The validating API is plain Python; compiling it too halves its per-call cost,
-# which is most of the time of a call on small arrays.
-PYTHON_COMPILED = ["_api"]
-
 extensions = [
     Extension(f"fastlinear.{name}", [f"fastlinear/{name}.pyx"],
               include_dirs=[np.get_include(), "fastlinear"],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")])
-    for name in KERNELS
-] + [Extension(f"fastlinear.{name}", [f"fastlinear/{name}.py"]) for name in PYTHON_COMPILED]
+    for name in MODULES
+]
 
 setup(
     ext_modules=cythonize(extensions, compiler_directives={"language_level": 3},

@@ -15,12 +15,11 @@ Two strategies, chosen from the shape alone by the caller:
 
 Transposes are never materialised: they are BLAS transpose flags.
 """
-import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
-from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max
+from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
 from fastlinear._gemm cimport tiled_gemm, tiled_gemm_workspace
 from fastlinear._colsum cimport colsum_add, column_sums, column_sums_workspace, combine
 
@@ -60,8 +59,9 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
     cdef Py_ssize_t end = par.chunk_start(c + 1, o.N, chunks)
     cdef Py_ssize_t s0 = o.lddy if o.tdy == b'N' else 1
     cdef Py_ssize_t s1 = 1 if o.tdy == b'N' else o.lddy
-    cdef double* pb = parts_db + c * M_out
+    cdef double* pb = NULL
     if db != NULL:
+        pb = parts_db + c * M_out
         for j in range(M_out):
             pb[j] = 0
     while i < end:
@@ -106,11 +106,8 @@ cdef void _separate(const Operands* o, const floating* x, const floating* W, con
                     o.N, o.M_out, db, accumulate[2], db_work, num_threads)
 
 
-cdef inline void* _data(cnp.ndarray a):
-    return NULL if a is None else cnp.PyArray_DATA(a)
-
-
-def backward(x, W, dy, dx, dW, db, accumulate, int path, int num_threads):
+cpdef backward(object x, object W, object dy, object dx, object dW, object db,
+               tuple accumulate, int path, int num_threads):
     """Write the requested gradients, or add them where ``accumulate`` says so.
 
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
@@ -140,24 +137,22 @@ def backward(x, W, dy, dx, dW, db, accumulate, int path, int num_threads):
             or not (db is None or c_array(db, typenum, o.M_out, -1, True))):
         raise ValueError("backward: x, W, dy, dx, dW and db must agree in dtype and shape")
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
-    dtype = np.float64 if is_double else np.float32
-    cdef void* xp = _data(x)
-    cdef void* Wp = _data(W)
-    cdef void* dyp = _data(dy)
-    cdef void* dxp = _data(dx)
-    cdef void* dWp = _data(dW)
-    cdef void* dbp = _data(db)
+    cdef void* xp = data(x)
+    cdef void* Wp = data(W)
+    cdef void* dyp = data(dy)
+    cdef void* dxp = data(dx)
+    cdef void* dWp = data(dW)
+    cdef void* dbp = data(db)
     cdef Py_ssize_t rows, chunks, size = 0
-    cdef cnp.ndarray work, db_work
     cdef void* wp
     cdef double* dbw
     if path == par.BLOCKED and o.N > 0:
         # The chunking is decided here, once, and the scratch sized from it.
         rows = par.block_rows(2 * o.M_in + o.M_out, 8 if is_double else 4, blas_int_max())
         chunks = fused_chunks(o.N, o.M_in, o.M_out, rows)
-        work = np.empty(chunks * o.M_in * o.M_out if dW is not None else 0, dtype=dtype)
-        db_work = np.empty(chunks * o.M_out if db is not None else 0, dtype=np.float64)
-        wp, dbw = cnp.PyArray_DATA(work), <double*>cnp.PyArray_DATA(db_work)
+        work = scratch(chunks * o.M_in * o.M_out if dW is not None else 0, typenum)
+        db_work = scratch(chunks * o.M_out if db is not None else 0, cnp.NPY_DOUBLE)
+        wp, dbw = data(work), <double*>data(db_work)
         with nogil:
             if is_double:
                 _fused(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp, <double*>dWp,
@@ -170,11 +165,10 @@ def backward(x, W, dy, dx, dW, db, accumulate, int path, int num_threads):
             size = tiled_gemm_workspace(o.N, o.M_in, o.M_out)
         if dW is not None:
             size = max(size, tiled_gemm_workspace(o.M_in, o.M_out, o.N))
-        # Scratch only where it is needed: an empty array costs as much as a small one.
-        work = np.empty(size, dtype=dtype) if size else None
-        db_work = (np.empty(column_sums_workspace(o.N, o.M_out), dtype=np.float64)
-                   if db is not None else None)
-        wp, dbw = _data(work), <double*>_data(db_work)
+        work = scratch(size, typenum)
+        db_work = scratch(column_sums_workspace(o.N, o.M_out) if db is not None else 0,
+                          cnp.NPY_DOUBLE)
+        wp, dbw = data(work), <double*>data(db_work)
         with nogil:
             if is_double:
                 _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,

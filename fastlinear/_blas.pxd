@@ -1,5 +1,6 @@
 # Row-major GEMM on top of the column-major BLAS that SciPy ships.
 from cython cimport floating
+cimport numpy as cnp
 
 cdef Py_ssize_t blas_int_max() noexcept nogil
 
@@ -14,3 +15,8 @@ cdef bint layout(object a, char* trans, Py_ssize_t* ld) noexcept
 
 cdef bint c_array(object a, int typenum, Py_ssize_t rows, Py_ssize_t cols,
                   bint write) noexcept
+
+cdef bint spans_overlap(cnp.ndarray a, cnp.ndarray b) noexcept
+
+cdef object scratch(Py_ssize_t n, int typenum)
+cdef void* data(object a) noexcept

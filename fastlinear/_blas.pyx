@@ -146,6 +146,17 @@ cdef bint c_array(object a, int typenum, Py_ssize_t rows, Py_ssize_t cols,
     return cols < 0 or cnp.PyArray_DIM(arr, 1) == cols
 
 
+cdef object scratch(Py_ssize_t n, int typenum):
+    """An uninitialised 1-D array of n elements of this type, or None when n is 0."""
+    cdef cnp.npy_intp size = n
+    return cnp.PyArray_EMPTY(1, &size, typenum, 0) if n > 0 else None
+
+
+cdef void* data(object a) noexcept:
+    """The data pointer of an array, NULL for None."""
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
 def blas_readable(a):
     """True when BLAS can read the 2-D array ``a`` without a copy."""
     cdef char trans
@@ -169,12 +180,17 @@ cdef void _extent(cnp.ndarray a, char** lo, char** hi) noexcept:
     hi[0] = start + high
 
 
-def may_overlap(a, b):
+cdef bint spans_overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
     """Whether the memory spans of two arrays intersect (np.may_share_memory, cheaper)."""
     cdef char* alo
     cdef char* ahi
     cdef char* blo
     cdef char* bhi
-    _extent(<cnp.ndarray?>a, &alo, &ahi)
-    _extent(<cnp.ndarray?>b, &blo, &bhi)
+    _extent(a, &alo, &ahi)
+    _extent(b, &blo, &bhi)
     return alo < bhi and blo < ahi
+
+
+def may_overlap(a, b):
+    """Whether the memory spans of two arrays intersect (np.may_share_memory, cheaper)."""
+    return spans_overlap(<cnp.ndarray?>a, <cnp.ndarray?>b)

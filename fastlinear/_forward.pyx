@@ -5,12 +5,11 @@ The bias is broadcast into y and the product added onto it with beta = 1,
 block by block while the block is in cache, so no temporary the size of y is
 ever made.
 """
-import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
-from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max
+from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
 from fastlinear._gemm cimport tiled_gemm, tiled_gemm_workspace
 
 cnp.import_array()
@@ -50,7 +49,7 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
         tiled_gemm(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, num_threads)
 
 
-def forward(x, W, b, y, int path, int num_threads):
+cpdef forward(object x, object W, object b, object y, int path, int num_threads):
     """y[:] = x @ W (+ b), the way ``path`` (SERIAL, BLOCKED or TILED) says.
 
     x and W are 2-D arrays that BLAS reads in place (see blas_readable), b is
@@ -75,13 +74,12 @@ def forward(x, W, b, y, int path, int num_threads):
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
     cdef Py_ssize_t rows = par.block_rows(M_in + M_out, 8 if is_double else 4, blas_int_max())
     cdef Py_ssize_t size = tiled_gemm_workspace(N, M_out, M_in) if path == par.TILED else 0
-    cdef cnp.ndarray work = (np.empty(size, dtype=np.float64 if is_double else np.float32)
-                             if size else None)
-    cdef void* xp = cnp.PyArray_DATA(<cnp.ndarray>x)
-    cdef void* Wp = cnp.PyArray_DATA(<cnp.ndarray>W)
-    cdef void* bp = NULL if b is None else cnp.PyArray_DATA(<cnp.ndarray>b)
-    cdef void* yp = cnp.PyArray_DATA(<cnp.ndarray>y)
-    cdef void* wp = NULL if work is None else cnp.PyArray_DATA(work)
+    work = scratch(size, typenum)
+    cdef void* xp = data(x)
+    cdef void* Wp = data(W)
+    cdef void* bp = data(b)
+    cdef void* yp = data(y)
+    cdef void* wp = data(work)
     with nogil:
         if is_double:
             _forward(<double*>xp, tx, ldx, <double*>Wp, tW, ldW, <double*>bp, <double*>yp,

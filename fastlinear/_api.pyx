@@ -1,0 +1,361 @@
+# cython: language_level=3
+"""Validation and dispatch: the functional API over the compiled kernels.
+
+Every check runs before any output is touched, inputs are never written, and
+a layout BLAS cannot read in place costs exactly one copy.  The checks read
+the arrays' headers at C level: on small arrays they are most of a call's
+time.
+"""
+import math
+from collections import namedtuple
+
+import numpy as np
+cimport numpy as cnp
+
+cimport fastlinear._parallel as par
+from fastlinear._backward cimport backward
+from fastlinear._blas cimport blas_int_max, layout, spans_overlap
+from fastlinear._forward cimport forward
+from fastlinear._parallel import openmp_enabled
+from fastlinear._threads import blas_threads, check_threads, team_started
+
+cnp.import_array()
+
+__all__ = ["Grads", "linear_forward", "linear_backward"]
+
+Grads = namedtuple("Grads", ["dx", "dW", "db"])
+Grads.__doc__ = """Gradients of a linear layer: dx (..., M_in), dW (M_in, M_out), db (M_out,).
+
+A field is None when that gradient was not asked for."""
+
+# Below this many multiply-adds (and adds of db) a call runs on the calling thread alone:
+# starting threads costs more than it saves (OpenBLAS also stays serial there).
+SERIAL_WORK = 1 << 18
+# Products with at most this many weights are "narrow": their GEMMs are too
+# thin to tile, so the rows are cut into cache-sized blocks instead.
+NARROW_WEIGHTS = 1 << 15
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_OPENMP = openmp_enabled()
+_new_tuple = tuple.__new__
+
+
+cpdef int plan(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
+    """How a problem of this shape is run; it depends on the shape only.
+
+    SERIAL: on the calling thread.  BLOCKED: OpenMP over cache-sized row
+    blocks, the backward fused per block.  TILED: OpenMP over the tasks of
+    each product.  Keeping num_threads out of this choice is what makes
+    results identical for every thread count.
+    """
+    # In floating point: the product of three sizes can pass 2**63.
+    if <double>N * M_out * (M_in + 1) < SERIAL_WORK:  # + 1: the bias row of the work
+        return par.SERIAL
+    if <double>M_in * M_out <= NARROW_WEIGHTS:
+        return par.BLOCKED
+    return par.TILED
+
+
+cpdef _float_array(a, str name):
+    """``a`` as a float32 or float64 ndarray in native byte order."""
+    if type(a) is not cnp.ndarray:
+        a = np.asarray(a)
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if (t == cnp.NPY_DOUBLE or t == cnp.NPY_FLOAT) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
+        return a
+    dt = a.dtype
+    if dt.kind == "f" and dt.itemsize in (4, 8):  # non-native byte order
+        return a.astype(dt.newbyteorder("="))
+    raise TypeError(f"{name} must be float32 or float64, got {dt}"
+                    + (" (cast explicitly; the imaginary part would be lost)"
+                       if dt.kind == "c" else ""))
+
+
+def _same_dtype(named):
+    """The dtype of (name, array) pairs (None arrays skipped); raises unless they agree."""
+    dtype = named[0][1].dtype
+    for _, a in named:
+        if a is not None and a.dtype != dtype:
+            desc = ", ".join(f"{n} is {a.dtype}" for n, a in named if a is not None)
+            raise TypeError(f"inputs must share one dtype, but {desc}; cast explicitly "
+                            "(e.g. x.astype(W.dtype))")
+    return dtype
+
+
+cdef inline int _typenum(a):
+    return cnp.PyArray_TYPE(<cnp.ndarray>a)
+
+
+cpdef _check_weights(W, b=None):
+    cdef cnp.ndarray w = W
+    if cnp.PyArray_NDIM(w) != 2:
+        raise ValueError(f"W must be 2-D (M_in, M_out), got shape {W.shape}")
+    if max(cnp.PyArray_DIM(w, 0), cnp.PyArray_DIM(w, 1)) > blas_int_max():
+        raise ValueError(f"W of shape {W.shape} has a dimension above {blas_int_max()}, "
+                         "the largest a row of a BLAS matrix can have")
+    if b is not None and (cnp.PyArray_NDIM(<cnp.ndarray>b) != 1
+                          or cnp.PyArray_DIM(<cnp.ndarray>b, 0) != cnp.PyArray_DIM(w, 1)):
+        raise ValueError(f"b must have shape (M_out,) = ({W.shape[1]},) for W of shape "
+                         f"{W.shape}, got {b.shape}")
+
+
+cpdef _check_features(a, str name, Py_ssize_t size, str what, W):
+    """Raise unless ``a`` (an ndarray or any array with a shape) is (..., size)."""
+    cdef int nd
+    cdef bint fits
+    if isinstance(a, cnp.ndarray):
+        nd = cnp.PyArray_NDIM(<cnp.ndarray>a)
+        fits = nd >= 1 and cnp.PyArray_DIM(<cnp.ndarray>a, nd - 1) == size
+    else:
+        fits = a.ndim >= 1 and a.shape[-1] == size
+    if not fits:
+        raise ValueError(f"{name} must have shape (..., {what}) = (..., {size}) for W of "
+                         f"shape {W.shape}, got {a.shape}")
+
+
+def check_backward(x, W, dy):
+    """(dtype, M_in, M_out) of a backward problem; raises naming what does not fit."""
+    dtype = _same_dtype((("x", x), ("W", W), ("dy", dy)))
+    _check_weights(W)
+    M_in, M_out = W.shape
+    _check_features(x, "x", M_in, "M_in", W)
+    _check_features(dy, "dy", M_out, "M_out", W)
+    return dtype, M_in, M_out
+
+
+cdef _check_out(out, str name, tuple shape, int typenum, list others):
+    """Raise unless ``out`` can receive a result of ``shape`` and type ``typenum``.
+
+    ``others``: (name, array) pairs it must not overlap.
+    """
+    if not isinstance(out, cnp.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
+    cdef cnp.ndarray o = out
+    if out.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
+    if cnp.PyArray_TYPE(o) != typenum or not cnp.PyArray_ISNOTSWAPPED(o):
+        raise ValueError(f"{name} must have dtype {cnp.PyArray_DescrFromType(typenum)} in "
+                         "native byte order, got "
+                         f"{out.dtype.str if out.dtype.kind == 'f' else out.dtype}")
+    if not cnp.PyArray_ISWRITEABLE(o):
+        raise ValueError(f"{name} is read-only")
+    for other, a in others:
+        if a is not None and spans_overlap(o, a) and _overlap(o, a):
+            raise ValueError(f"{name} overlaps {other}; results would be corrupted")
+
+
+def _overlap(a, b):
+    try:
+        return np.shares_memory(a, b, max_work=100_000)
+    except np.exceptions.TooHardError:
+        return True  # too costly to tell: refuse rather than risk it
+
+
+cdef Py_ssize_t _rows_of(a) except -1:
+    """N: the product of all but the last dimension."""
+    if cnp.PyArray_NDIM(<cnp.ndarray>a) == 2:
+        return cnp.PyArray_DIM(<cnp.ndarray>a, 0)
+    return math.prod(a.shape[:-1])  # raises OverflowError past 2**63
+
+
+cdef _as_rows(a, Py_ssize_t N, Py_ssize_t M):
+    """``a`` (..., M) as an (N, M) array BLAS reads in place: a view when possible."""
+    cdef char trans
+    cdef Py_ssize_t ld
+    if cnp.PyArray_NDIM(<cnp.ndarray>a) != 2:
+        a = a.reshape(N, M)
+    if layout(a, &trans, &ld):
+        return a
+    return np.array(a, order="C")  # a copy: aligned too
+
+
+cdef _target(out, Py_ssize_t rows, Py_ssize_t cols, int typenum, bint keep, bint *copy_back):
+    """A C-contiguous (rows, cols) array (or 1-D when cols < 0) for the kernel to write.
+
+    ``copy_back`` is set when the result must then be copied into ``out``.
+    ``keep``: the kernel adds onto the array, so it must start with out's values.
+    """
+    cdef cnp.npy_intp dims[2]
+    dims[0], dims[1] = rows, cols
+    cdef int nd = 1 if cols < 0 else 2
+    copy_back[0] = False
+    if out is None:
+        return cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+    cdef cnp.ndarray o = out
+    if cnp.PyArray_ISCARRAY(o):
+        return o if cnp.PyArray_NDIM(o) == nd else o.reshape(rows, cols)
+    copy_back[0] = True
+    if keep:
+        o = np.array(o, order="C")
+    else:
+        o = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(o), cnp.PyArray_DIMS(o), typenum, 0)
+    return o.reshape(rows) if nd == 1 else o.reshape(rows, cols)
+
+
+cdef int _hold_blas(int path) except -1:
+    """SciPy's BLAS runs on one thread while fastlinear's threads call it (not for SERIAL)."""
+    if path != par.SERIAL:
+        blas_threads.enter()
+    return 0
+
+
+cdef int _release_blas(int path) except -1:
+    if path != par.SERIAL:
+        blas_threads.exit()
+    return 0
+
+
+cdef int _threads(num_threads, int path) except 0:
+    """Threads for a call on ``path``: SERIAL runs on this thread alone."""
+    cdef int n = 1
+    if path != par.SERIAL:
+        n = check_threads(num_threads)
+        if n > 1 and _OPENMP:
+            team_started()
+    elif num_threads is not None:
+        check_threads(num_threads)  # still refuse a bad value
+    return n
+
+
+def linear_forward(x, W, b=None, *, out=None, num_threads=None):
+    """y = x @ W + b for x of shape (..., M_in).
+
+    Parameters
+    ----------
+    x : array_like, shape (..., M_in), float32 or float64
+    W : array_like, shape (M_in, M_out), same dtype
+    b : array_like, shape (M_out,), same dtype, or None for no bias
+    out : ndarray of shape (..., M_out) and the same dtype, optional
+        Written with the result (and returned).  It must not overlap an input.
+    num_threads : int, optional
+        Threads for this call; default :func:`fastlinear.get_num_threads`.
+
+    Returns
+    -------
+    y : ndarray, shape (..., M_out)
+    """
+    x = _float_array(x, "x")
+    W = _float_array(W, "W")
+    if b is not None:
+        b = _float_array(b, "b")
+    cdef int typenum = _typenum(x)
+    if _typenum(W) != typenum or (b is not None and _typenum(b) != typenum):
+        _same_dtype((("x", x), ("W", W), ("b", b)))
+    _check_weights(W, b)
+    cdef Py_ssize_t M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
+    cdef Py_ssize_t M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+    _check_features(x, "x", M_in, "M_in", W)
+    cdef bint flat = cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
+    if out is not None:
+        _check_out(out, "out", x.shape[:-1] + (M_out,), typenum, [("x", x), ("W", W), ("b", b)])
+    cdef Py_ssize_t N = _rows_of(x)
+    cdef int path = plan(N, M_in, M_out)
+    cdef int threads = _threads(num_threads, path)
+    x2 = _as_rows(x, N, M_in)
+    W = _as_rows(W, M_in, M_out)
+    if b is not None and not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>b):
+        b = np.array(b, order="C")
+    cdef bint copy_back
+    y = _target(out, N, M_out, typenum, False, &copy_back)
+    _hold_blas(path)
+    try:
+        forward(x2, W, b, y, path, threads)
+    finally:
+        _release_blas(path)
+    if copy_back:
+        np.copyto(out, y.reshape(out.shape))
+    if out is not None:
+        return out
+    return y if flat else y.reshape(x.shape[:-1] + (M_out,))
+
+
+def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
+                    dx=None, dW=None, db=None, accumulate=False, num_threads=None):
+    """Gradients of y = x @ W + b given dy = dL/dy.
+
+    dx = dy @ W.T, dW = x.T @ dy (summed over all leading dimensions) and
+    db = dy summed over all but the last axis.
+
+    Parameters
+    ----------
+    x : array_like, shape (..., M_in)
+        The forward input.
+    W : array_like, shape (M_in, M_out)
+    dy : array_like, shape (..., M_out), same leading shape as x
+    bias : bool
+        Whether the layer has a bias; if False ``db`` is None.
+    need_dx, need_dW : bool
+        Set False to skip a gradient (e.g. dx of a first layer); it is then
+        None in the result.
+    dx, dW, db : ndarray, optional
+        Buffers of the gradients' shapes and dtype to write into.
+    accumulate : bool
+        Add the gradients into the given buffers (like PyTorch's ``.grad``)
+        instead of overwriting them.  Gradients given no buffer are returned
+        in new arrays either way.
+    num_threads : int, optional
+        Threads for this call; default :func:`fastlinear.get_num_threads`.
+
+    Returns
+    -------
+    Grads(dx, dW, db)
+    """
+    x = _float_array(x, "x")
+    W = _float_array(W, "W")
+    dy = _float_array(dy, "dy")
+    cdef int typenum = _typenum(x)
+    if _typenum(W) != typenum or _typenum(dy) != typenum:
+        _same_dtype((("x", x), ("W", W), ("dy", dy)))
+    _check_weights(W)
+    cdef Py_ssize_t M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
+    cdef Py_ssize_t M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+    _check_features(x, "x", M_in, "M_in", W)
+    _check_features(dy, "dy", M_out, "M_out", W)
+    cdef bint flat = cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
+    cdef bint want_dx = need_dx, want_dW = need_dW, want_db = bias, add = accumulate
+    if not (flat and cnp.PyArray_NDIM(<cnp.ndarray>dy) == 2
+            and cnp.PyArray_DIM(<cnp.ndarray>dy, 0) == cnp.PyArray_DIM(<cnp.ndarray>x, 0)):
+        lead = x.shape[:-1]
+        if dy.shape[:-1] != lead:
+            raise ValueError(f"dy must have shape {lead + (M_out,)} to match x of shape "
+                             f"{x.shape}, got {dy.shape}")
+    if dx is not None or dW is not None or db is not None:
+        checked = [("x", x), ("W", W), ("dy", dy)]
+        for name, need, buf, shape in (("dx", want_dx, dx, x.shape), ("dW", want_dW, dW, W.shape),
+                                       ("db", want_db, db, (M_out,))):
+            if buf is not None:
+                if not need:
+                    raise ValueError(f"a {name} buffer was given but {name} is not computed")
+                _check_out(buf, name, shape, typenum, checked)
+                checked.append((name, buf))
+    cdef Py_ssize_t N = _rows_of(x)
+    cdef int path = plan(N, M_in, M_out)
+    cdef int threads = _threads(num_threads, path)
+    x2 = _as_rows(x, N, M_in)
+    W = _as_rows(W, M_in, M_out)
+    dy2 = _as_rows(dy, N, M_out)
+    cdef bint copy_dx = False, copy_dW = False, copy_db = False
+    tdx = _target(dx, N, M_in, typenum, add, &copy_dx) if want_dx else None
+    tdW = _target(dW, M_in, M_out, typenum, add, &copy_dW) if want_dW else None
+    tdb = _target(db, M_out, -1, typenum, add, &copy_db) if want_db else None
+    _hold_blas(path)
+    try:
+        backward(x2, W, dy2, tdx, tdW, tdb,
+                 (add and dx is not None, add and dW is not None, add and db is not None),
+                 path, threads)
+    finally:
+        _release_blas(path)
+    return _new_tuple(Grads, (_result(tdx, dx, copy_dx, x, flat),
+                              _result(tdW, dW, copy_dW, None, True),
+                              _result(tdb, db, copy_db, None, True)))
+
+
+cdef _result(t, buf, bint copy_back, x, bint flat):
+    """What the caller gets for one gradient: its buffer, or the kernel's array shaped."""
+    if buf is not None:
+        if copy_back:
+            np.copyto(buf, t.reshape(buf.shape))
+        return buf
+    if t is None or flat:
+        return t
+    return t.reshape(x.shape)

@@ -1,0 +1,3 @@
+# The forward kernel's entry point, for the validating layer to call without
+# going through Python.
+cpdef forward(object x, object W, object b, object y, int path, int num_threads)
