@@ -17,7 +17,7 @@ from fastlinear._backward cimport backward
 from fastlinear._blas cimport blas_int_max, layout, spans_overlap
 from fastlinear._forward cimport forward
 from fastlinear._parallel import openmp_enabled
-from fastlinear._threads import blas_threads, check_threads, team_started
+from fastlinear._threads import MAX_THREADS, blas_threads, check_threads, team_started
 
 cnp.import_array()
 
@@ -28,12 +28,13 @@ Grads.__doc__ = """Gradients of a linear layer: dx (..., M_in), dW (M_in, M_out)
 
 A field is None when that gradient was not asked for."""
 
-# Below this many multiply-adds (and adds of db) a call runs on the calling thread alone:
-# starting threads costs more than it saves (OpenBLAS also stays serial there).
-SERIAL_WORK = 1 << 18
-# Products with at most this many weights are "narrow": their GEMMs are too
-# thin to tile, so the rows are cut into cache-sized blocks instead.
-NARROW_WEIGHTS = 1 << 15
+cdef enum:
+    # Below this many multiply-adds (and adds of db) a call runs on the calling thread
+    # alone: starting threads costs more than it saves (OpenBLAS also stays serial there).
+    SERIAL_WORK = 1 << 18
+    # Products with at most this many weights are "narrow": their GEMMs are too
+    # thin to tile, so the rows are cut into cache-sized blocks instead.
+    NARROW_WEIGHTS = 1 << 15
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _OPENMP = openmp_enabled()
@@ -123,25 +124,49 @@ def check_backward(x, W, dy):
     return dtype, M_in, M_out
 
 
-cdef _check_out(out, str name, tuple shape, int typenum, list others):
-    """Raise unless ``out`` can receive a result of ``shape`` and type ``typenum``.
+cdef tuple _shape_like(like, Py_ssize_t last):
+    """The shape of ``like`` with its last dimension set to ``last``; (last,) for None."""
+    return (last,) if like is None else like.shape[:-1] + (last,)
 
-    ``others``: (name, array) pairs it must not overlap.
+
+cdef bint _has_shape_like(cnp.ndarray a, like, Py_ssize_t last) noexcept:
+    """Whether ``a`` has the shape _shape_like(like, last), read from the headers."""
+    cdef int nd = 1 if like is None else cnp.PyArray_NDIM(<cnp.ndarray>like), i
+    if cnp.PyArray_NDIM(a) != nd:
+        return False
+    for i in range(nd - 1):
+        if cnp.PyArray_DIM(a, i) != cnp.PyArray_DIM(<cnp.ndarray>like, i):
+            return False
+    return cnp.PyArray_DIM(a, nd - 1) == last
+
+
+# Names of the arrays an output is checked against, in the order they are passed.
+_FORWARD_NAMES = ("x", "W", "b")
+_BACKWARD_NAMES = ("x", "W", "dy", "dx", "dW")
+
+
+cdef int _check_out(out, str name, like, Py_ssize_t last, int typenum, tuple names,
+                    tuple others) except -1:
+    """Raise unless ``out`` can receive a result of type ``typenum`` and shape
+    _shape_like(like, last), overlapping none of ``others`` (named by ``names``).
     """
     if not isinstance(out, cnp.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
     cdef cnp.ndarray o = out
-    if out.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {out.shape}")
+    if not _has_shape_like(o, like, last):
+        raise ValueError(f"{name} must have shape {_shape_like(like, last)}, got {out.shape}")
     if cnp.PyArray_TYPE(o) != typenum or not cnp.PyArray_ISNOTSWAPPED(o):
         raise ValueError(f"{name} must have dtype {cnp.PyArray_DescrFromType(typenum)} in "
                          "native byte order, got "
                          f"{out.dtype.str if out.dtype.kind == 'f' else out.dtype}")
     if not cnp.PyArray_ISWRITEABLE(o):
         raise ValueError(f"{name} is read-only")
-    for other, a in others:
+    cdef Py_ssize_t i
+    for i in range(len(others)):
+        a = others[i]
         if a is not None and spans_overlap(o, a) and _overlap(o, a):
-            raise ValueError(f"{name} overlaps {other}; results would be corrupted")
+            raise ValueError(f"{name} overlaps {names[i]}; results would be corrupted")
+    return 0
 
 
 def _overlap(a, b):
@@ -212,8 +237,9 @@ cdef int _threads(num_threads, int path) except 0:
         n = check_threads(num_threads)
         if n > 1 and _OPENMP:
             team_started()
-    elif num_threads is not None:
-        check_threads(num_threads)  # still refuse a bad value
+    elif not (num_threads is None
+              or type(num_threads) is int and 1 <= num_threads <= MAX_THREADS):
+        check_threads(num_threads)  # other integer types; raises naming a bad value
     return n
 
 
@@ -247,7 +273,7 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     _check_features(x, "x", M_in, "M_in", W)
     cdef bint flat = cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
     if out is not None:
-        _check_out(out, "out", x.shape[:-1] + (M_out,), typenum, [("x", x), ("W", W), ("b", b)])
+        _check_out(out, "out", x, M_out, typenum, _FORWARD_NAMES, (x, W, b))
     cdef Py_ssize_t N = _rows_of(x)
     cdef int path = plan(N, M_in, M_out)
     cdef int threads = _threads(num_threads, path)
@@ -319,15 +345,12 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
         if dy.shape[:-1] != lead:
             raise ValueError(f"dy must have shape {lead + (M_out,)} to match x of shape "
                              f"{x.shape}, got {dy.shape}")
-    if dx is not None or dW is not None or db is not None:
-        checked = [("x", x), ("W", W), ("dy", dy)]
-        for name, need, buf, shape in (("dx", want_dx, dx, x.shape), ("dW", want_dW, dW, W.shape),
-                                       ("db", want_db, db, (M_out,))):
-            if buf is not None:
-                if not need:
-                    raise ValueError(f"a {name} buffer was given but {name} is not computed")
-                _check_out(buf, name, shape, typenum, checked)
-                checked.append((name, buf))
+    if dx is not None:
+        _check_grad(dx, "dx", want_dx, x, M_in, typenum, (x, W, dy))
+    if dW is not None:
+        _check_grad(dW, "dW", want_dW, W, M_out, typenum, (x, W, dy, dx))
+    if db is not None:
+        _check_grad(db, "db", want_db, None, M_out, typenum, (x, W, dy, dx, dW))
     cdef Py_ssize_t N = _rows_of(x)
     cdef int path = plan(N, M_in, M_out)
     cdef int threads = _threads(num_threads, path)
@@ -348,6 +371,14 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     return _new_tuple(Grads, (_result(tdx, dx, copy_dx, x, flat),
                               _result(tdW, dW, copy_dW, None, True),
                               _result(tdb, db, copy_db, None, True)))
+
+
+cdef int _check_grad(buf, str name, bint need, like, Py_ssize_t last, int typenum,
+                     tuple others) except -1:
+    """A gradient buffer: it must be asked for, and fit (see _check_out)."""
+    if not need:
+        raise ValueError(f"a {name} buffer was given but {name} is not computed")
+    return _check_out(buf, name, like, last, typenum, _BACKWARD_NAMES, others)
 
 
 cdef _result(t, buf, bint copy_back, x, bint flat):

@@ -6,6 +6,7 @@ block by block while the block is in cache, so no temporary the size of y is
 ever made.
 """
 cimport numpy as cnp
+from libc.string cimport memcpy
 from cython cimport floating
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
@@ -20,13 +21,10 @@ cdef void _rows(const floating* x, char tx, Py_ssize_t ldx,
                 floating* y, Py_ssize_t i0, Py_ssize_t i1,
                 Py_ssize_t M_in, Py_ssize_t M_out) noexcept nogil:
     """Rows i0:i1 of y: the bias, then x W added on top."""
-    cdef Py_ssize_t i, j
-    cdef floating* yi
+    cdef Py_ssize_t i
     if b != NULL:
         for i in range(i0, i1):
-            yi = y + i * M_out
-            for j in range(M_out):
-                yi[j] = b[j]
+            memcpy(y + i * M_out, b, M_out * sizeof(floating))
     gemm(tx, tW, i1 - i0, M_out, M_in, row(x, tx, ldx, i0), ldx, W, ldW,
          <floating>(1 if b != NULL else 0), y + i0 * M_out, M_out)
 

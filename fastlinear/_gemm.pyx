@@ -9,6 +9,7 @@ products over slices of k are added in a fixed order.  Every element is thus
 computed by the same instructions whatever num_threads is.
 """
 from cython.parallel cimport prange
+from libc.string cimport memcpy
 cimport fastlinear._parallel as par
 from fastlinear._blas cimport gemm, row, col
 
@@ -82,7 +83,7 @@ cdef void _task(Py_ssize_t t, Tiles s, char transA, char transB,
     cdef Py_ssize_t j0 = par.chunk_start(tile % s.tn, n, s.tn)
     cdef Py_ssize_t j1 = par.chunk_start(tile % s.tn + 1, n, s.tn)
     cdef Py_ssize_t k0 = par.chunk_start(kk, k, s.tk), k1 = par.chunk_start(kk + 1, k, s.tk)
-    cdef Py_ssize_t i, j, ld = ldC
+    cdef Py_ssize_t i, ld = ldC
     cdef floating* out = C
     cdef floating beta = accumulate or bias != NULL
     if kk > 0:  # a later slice of k: its own partial C, added in order afterwards
@@ -91,8 +92,7 @@ cdef void _task(Py_ssize_t t, Tiles s, char transA, char transB,
         beta = 0
     elif bias != NULL:
         for i in range(i0, i1):
-            for j in range(j0, j1):
-                C[i * ldC + j] = bias[j]
+            memcpy(C + i * ldC + j0, bias + j0, (j1 - j0) * sizeof(floating))
     gemm(transA, transB, i1 - i0, j1 - j0, k1 - k0,
          col(row(A, transA, ldA, i0), transA, ldA, k0), ldA,
          col(row(B, transB, ldB, k0), transB, ldB, j0), ldB,
