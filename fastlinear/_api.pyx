@@ -364,7 +364,7 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     _hold_blas(path)
     try:
         backward(x2, W, dy2, tdx, tdW, tdb,
-                 (add and dx is not None, add and dW is not None, add and db is not None),
+                 add and dx is not None, add and dW is not None, add and db is not None,
                  path, threads)
     finally:
         _release_blas(path)

@@ -30,6 +30,8 @@ cnp.import_array()
 cdef enum:
     MAX_CHUNKS = 64
     MAX_PARTIAL = 1 << 21
+    # db's partial sums of up to this many elements live on the stack.
+    SMALL_DB_WORK = 512
 
 
 cdef inline char flip(char t) noexcept nogil:
@@ -107,18 +109,17 @@ cdef void _separate(const Operands* o, const floating* x, const floating* W, con
 
 
 cpdef backward(object x, object W, object dy, object dx, object dW, object db,
-               tuple accumulate, int path, int num_threads):
-    """Write the requested gradients, or add them where ``accumulate`` says so.
+               bint add_dx, bint add_dW, bint add_db, int path, int num_threads):
+    """Write the requested gradients, or add them where add_dx, add_dW, add_db say so.
 
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
     reads in place; dx, dW and db are None (not wanted) or C-contiguous
-    arrays of the gradient's shape; all of one dtype.  ``accumulate`` is three
-    flags, for dx, dW and db.  ``path`` is BLOCKED for the fused row-block
+    arrays of the gradient's shape; all of one dtype.  ``path`` is BLOCKED for the fused row-block
     kernel, else one tiled product per gradient.
     """
     cdef Operands o
     cdef bint acc[3]
-    acc[0], acc[1], acc[2] = accumulate
+    acc[0], acc[1], acc[2] = add_dx, add_dW, add_db
     if not (layout(x, &o.tx, &o.ldx) and layout(W, &o.tW, &o.ldW)
             and layout(dy, &o.tdy, &o.lddy)):
         raise ValueError("x, W and dy must be 2-D, aligned and readable by BLAS in place")
@@ -146,6 +147,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     cdef Py_ssize_t rows, chunks, size = 0
     cdef void* wp
     cdef double* dbw
+    cdef double db_small[SMALL_DB_WORK]
     if path == par.BLOCKED and o.N > 0:
         # The chunking is decided here, once, and the scratch sized from it.
         rows = par.block_rows(2 * o.M_in + o.M_out, 8 if is_double else 4, blas_int_max())
@@ -166,9 +168,11 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
         if dW is not None:
             size = max(size, tiled_gemm_workspace(o.M_in, o.M_out, o.N))
         work = scratch(size, typenum)
-        db_work = scratch(column_sums_workspace(o.N, o.M_out) if db is not None else 0,
-                          cnp.NPY_DOUBLE)
-        wp, dbw = data(work), <double*>data(db_work)
+        wp, dbw = data(work), db_small
+        size = column_sums_workspace(o.N, o.M_out) if db is not None else 0
+        if size > SMALL_DB_WORK:  # small calls allocate nothing for db
+            db_work = scratch(size, cnp.NPY_DOUBLE)
+            dbw = <double*>data(db_work)
         with nogil:
             if is_double:
                 _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,

@@ -170,7 +170,7 @@ def test_kernels_refuse_inconsistent_arguments():
     for bufs in [(np.empty((8, 3)), None, None), (None, np.empty((4, 3), np.float32), None),
                  (None, None, np.empty(4))]:
         with pytest.raises(ValueError):
-            _backward.backward(x, W, dy, *bufs, (False, False, False), PATHS["blocked"], 2)
+            _backward.backward(x, W, dy, *bufs, False, False, False, PATHS["blocked"], 2)
 
 
 def test_non_native_byte_order():
