@@ -11,6 +11,10 @@ from collections import namedtuple
 
 import numpy as np
 cimport numpy as cnp
+from cpython.object cimport PyObject, PyTypeObject
+
+cdef extern from "Python.h":
+    PyTypeObject PyTuple_Type
 
 cimport fastlinear._parallel as par
 from fastlinear._backward cimport backward
@@ -23,7 +27,8 @@ cnp.import_array()
 
 __all__ = ["Grads", "linear_forward", "linear_backward"]
 
-Grads = namedtuple("Grads", ["dx", "dW", "db"])
+Grads = namedtuple("Grads", ["dx", "dW", "db"], module="fastlinear")
+cdef type _Grads = Grads
 Grads.__doc__ = """Gradients of a linear layer: dx (..., M_in), dW (M_in, M_out), db (M_out,).
 
 A field is None when that gradient was not asked for."""
@@ -38,7 +43,6 @@ cdef enum:
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _OPENMP = openmp_enabled()
-_new_tuple = tuple.__new__
 
 
 cpdef int plan(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
@@ -368,9 +372,10 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
                  path, threads)
     finally:
         _release_blas(path)
-    return _new_tuple(Grads, (_result(tdx, dx, copy_dx, x, flat),
-                              _result(tdW, dW, copy_dW, None, True),
-                              _result(tdb, db, copy_db, None, True)))
+    cdef tuple args = ((_result(tdx, dx, copy_dx, x, flat), _result(tdW, dW, copy_dW, None, True),
+                        _result(tdb, db, copy_db, None, True)),)
+    # What Grads(...) returns, without the call through its Python-level __new__.
+    return PyTuple_Type.tp_new(_Grads, <PyObject*>args, NULL)
 
 
 cdef int _check_grad(buf, str name, bint need, like, Py_ssize_t last, int typenum,

@@ -112,6 +112,17 @@ def test_linear_pickles():
     assert_close(clone(x), layer(x), np.float64, 4)
 
 
+def test_grads_pickle():
+    """Gradients cross process boundaries (multiprocessing, dask): Grads must pickle."""
+    import pickle
+    x, W, dy = np.ones((3, 4)), np.ones((4, 2)), np.ones((3, 2))
+    grads = linear_backward(x, W, dy)
+    clone = pickle.loads(pickle.dumps(grads))
+    assert type(clone) is fastlinear.Grads
+    for got, want in zip(clone, grads):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_forked_child_works():
     out = run_script("""
         import multiprocessing as mp, warnings
