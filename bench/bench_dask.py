@@ -10,7 +10,8 @@ Both run on a LocalCluster of worker processes with one thread each, and each
 task computes on one core: fastlinear with num_threads=1, and NumPy's BLAS held
 at one thread by OMP/OPENBLAS/MKL_NUM_THREADS=1 in the workers' environment
 (checked with threadpoolctl in every worker and printed).  x and dy are
-generated on the workers and persisted before timing.  A timed step sends a
+generated on the workers and persisted before timing, each chunk of dy on the
+worker that holds the same rows of x: where a network's next layer leaves it.  A timed step sends a
 new W and b, leaves y and dx persisted on the workers (as the next layer
 would use them) and brings dW and db back to the client.  The peers alternate
 round by round; figures are medians over rounds, and the ratio is the median
@@ -55,6 +56,12 @@ def worker_threads():
     pools = sorted((f"{i['internal_api']} ({os.path.basename(i['filepath'])})", i["num_threads"])
                    for i in threadpool_info())
     return fastlinear.get_num_threads(), pools
+
+
+def _dy_chunk(x, M_out, block_info=None):
+    """Random dy rows for a chunk of x, made where that chunk is (seeded by position)."""
+    start = block_info[0]["array-location"][0][0]
+    return np.random.default_rng([2, start]).standard_normal((x.shape[0], M_out))
 
 
 def fastlinear_step(X, DY, W, b, num_threads):
@@ -103,10 +110,11 @@ def main():
             print(f"  {worker}: fastlinear default {default} thread(s); "
                   + ", ".join(f"{name}: {n}" for name, n in pools))
         rng = da.random.default_rng(0)
-        X = rng.standard_normal((N, M_in), chunks=(rows, -1))
-        DY = rng.standard_normal((N, M_out), chunks=(rows, -1))
-        X, DY = client.persist([X, DY])
-        wait([X, DY])
+        X = client.persist(rng.standard_normal((N, M_in), chunks=(rows, -1)))
+        wait(X)
+        DY = client.persist(X.map_blocks(_dy_chunk, M_out, chunks=(X.chunks[0], (M_out,)),
+                                         dtype=X.dtype))
+        wait(DY)
 
         peers = {"fastlinear.dask": fastlinear_step, "dask.array": dask_step}
         times = {name: [] for name in peers}
