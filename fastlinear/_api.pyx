@@ -92,15 +92,33 @@ cdef inline int _typenum(a):
 
 
 cpdef _check_weights(W, b=None):
-    cdef cnp.ndarray w = W
-    if cnp.PyArray_NDIM(w) != 2:
+    """Raise unless W is 2-D with sizes BLAS takes and b is None or of shape (M_out,).
+
+    NumPy arrays are read from their headers, other arrays (dask) through .shape.
+    """
+    cdef bint fits
+    cdef Py_ssize_t M_in = 0, M_out = 0
+    if isinstance(W, cnp.ndarray):
+        fits = cnp.PyArray_NDIM(<cnp.ndarray>W) == 2
+        if fits:
+            M_in, M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 0), cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+    else:
+        fits = W.ndim == 2
+        if fits:
+            M_in, M_out = W.shape
+    if not fits:
         raise ValueError(f"W must be 2-D (M_in, M_out), got shape {W.shape}")
-    if max(cnp.PyArray_DIM(w, 0), cnp.PyArray_DIM(w, 1)) > blas_int_max():
+    if max(M_in, M_out) > blas_int_max():
         raise ValueError(f"W of shape {W.shape} has a dimension above {blas_int_max()}, "
                          "the largest a row of a BLAS matrix can have")
-    if b is not None and (cnp.PyArray_NDIM(<cnp.ndarray>b) != 1
-                          or cnp.PyArray_DIM(<cnp.ndarray>b, 0) != cnp.PyArray_DIM(w, 1)):
-        raise ValueError(f"b must have shape (M_out,) = ({W.shape[1]},) for W of shape "
+    if b is None:
+        return
+    if isinstance(b, cnp.ndarray):
+        fits = cnp.PyArray_NDIM(<cnp.ndarray>b) == 1 and cnp.PyArray_DIM(<cnp.ndarray>b, 0) == M_out
+    else:
+        fits = b.shape == (M_out,)
+    if not fits:
+        raise ValueError(f"b must have shape (M_out,) = ({M_out},) for W of shape "
                          f"{W.shape}, got {b.shape}")
 
 

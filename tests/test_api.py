@@ -157,6 +157,28 @@ def test_misaligned_arrays(dtype):
         assert_close(g.db, rdb, dtype, N)
 
 
+def test_shape_checks_take_any_array():
+    """The checks fastlinear.dask shares read shapes of non-NumPy arrays, never their memory."""
+    from fastlinear._api import _check_features, _check_weights
+
+    class Shaped:  # what the checks may read of a dask array: ndim and shape
+        def __init__(self, *shape):
+            self.shape, self.ndim = shape, len(shape)
+
+    W = np.ones((3, 2))
+    _check_weights(W, Shaped(2))
+    _check_weights(Shaped(3, 2), np.ones(2))
+    _check_features(Shaped(5, 3), "x", 3, "M_in", W)
+    with pytest.raises(ValueError, match="b must have shape"):
+        _check_weights(W, Shaped(3))
+    with pytest.raises(ValueError, match="W must be 2-D"):
+        _check_weights(Shaped(3))
+    with pytest.raises(ValueError, match="x must have shape"):
+        _check_features(Shaped(5, 4), "x", 3, "M_in", W)
+    with pytest.raises(AttributeError):
+        _check_weights(W, 1)
+
+
 def test_kernels_refuse_inconsistent_arguments():
     """The compiled entry points check what they are given, whoever calls them."""
     from fastlinear import _backward, _forward
