@@ -32,6 +32,9 @@ cdef enum:
     MAX_PARTIAL = 1 << 21
     # db's partial sums of up to this many elements live on the stack.
     SMALL_DB_WORK = 512
+    # From this many rows on, dx = dy W^T of a problem that is not TILED
+    # reads a transposed copy of W (see backward).
+    TRANSPOSE_MIN_ROWS = 16
 
 
 cdef inline char flip(char t) noexcept nogil:
@@ -39,10 +42,41 @@ cdef inline char flip(char t) noexcept nogil:
 
 
 cdef struct Operands:
-    # dy, x, W as BLAS reads them; outputs are C-contiguous.
-    char tdy, tx, tW
-    Py_ssize_t lddy, ldx, ldW
+    # dy, x and W^T (the right operand of dx = dy W^T) as BLAS reads them;
+    # outputs are C-contiguous.
+    char tdy, tx, tWT
+    Py_ssize_t lddy, ldx, ldWT
     Py_ssize_t N, M_in, M_out
+
+
+cdef void _transpose(const floating* W, Py_ssize_t ldW, Py_ssize_t M_in, Py_ssize_t M_out,
+                     floating* WT) noexcept nogil:
+    """WT (M_out x M_in, C-contiguous) = W^T for a row-major W.
+
+    In 2 x 2 blocks: pairs of stores to each row of WT run twice as fast as
+    one element at a time.
+    """
+    cdef Py_ssize_t i = 0, j
+    cdef const floating* r0
+    cdef const floating* r1
+    while i + 1 < M_in:
+        r0 = W + i * ldW
+        r1 = r0 + ldW
+        j = 0
+        while j + 1 < M_out:
+            WT[j * M_in + i] = r0[j]
+            WT[j * M_in + i + 1] = r1[j]
+            WT[(j + 1) * M_in + i] = r0[j + 1]
+            WT[(j + 1) * M_in + i + 1] = r1[j + 1]
+            j += 2
+        if j < M_out:
+            WT[j * M_in + i] = r0[j]
+            WT[j * M_in + i + 1] = r1[j]
+        i += 2
+    if i < M_in:
+        r0 = W + i * ldW
+        for j in range(M_out):
+            WT[j * M_in + i] = r0[j]
 
 
 cdef Py_ssize_t fused_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
@@ -52,7 +86,7 @@ cdef Py_ssize_t fused_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
 
 
 cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const Operands* o,
-                       const floating* x, const floating* W, const floating* dy,
+                       const floating* x, const floating* WT, const floating* dy,
                        floating* dx, floating* dW, floating* db, const bint* accumulate,
                        floating* parts_dW, double* parts_db) noexcept nogil:
     """Rows of chunk c, block by block: dx, the chunk's partial dW and partial db."""
@@ -69,8 +103,8 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
     while i < end:
         n = min(rows, end - i)
         if dx != NULL:
-            gemm(o.tdy, flip(o.tW), n, M_in, M_out, row(dy, o.tdy, o.lddy, i), o.lddy,
-                 W, o.ldW, <floating>accumulate[0], dx + i * M_in, M_in)
+            gemm(o.tdy, o.tWT, n, M_in, M_out, row(dy, o.tdy, o.lddy, i), o.lddy,
+                 WT, o.ldWT, <floating>accumulate[0], dx + i * M_in, M_in)
         if dW != NULL:
             gemm(flip(o.tx), o.tdy, M_in, M_out, n, row(x, o.tx, o.ldx, i), o.ldx,
                  row(dy, o.tdy, o.lddy, i), o.lddy,
@@ -80,25 +114,25 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
         i += n
 
 
-cdef void _fused(const Operands* o, const floating* x, const floating* W, const floating* dy,
+cdef void _fused(const Operands* o, const floating* x, const floating* WT, const floating* dy,
                  floating* dx, floating* dW, floating* db, const bint* accumulate,
                  Py_ssize_t rows, Py_ssize_t chunks, floating* parts_dW, double* parts_db,
                  int num_threads) noexcept nogil:
     cdef Py_ssize_t c
     for c in prange(chunks, num_threads=par.threads_for(num_threads, chunks),
                     schedule='dynamic'):
-        _fused_chunk(c, chunks, rows, o, x, W, dy, dx, dW, db, accumulate, parts_dW, parts_db)
+        _fused_chunk(c, chunks, rows, o, x, WT, dy, dx, dW, db, accumulate, parts_dW, parts_db)
     if dW != NULL:
         combine(parts_dW, chunks, o.M_in * o.M_out, dW, accumulate[1], num_threads)
     if db != NULL:
         combine(parts_db, chunks, o.M_out, db, accumulate[2], num_threads)
 
 
-cdef void _separate(const Operands* o, const floating* x, const floating* W, const floating* dy,
+cdef void _separate(const Operands* o, const floating* x, const floating* WT, const floating* dy,
                     floating* dx, floating* dW, floating* db, const bint* accumulate,
                     floating* work, double* db_work, int num_threads) noexcept nogil:
     if dx != NULL:
-        tiled_gemm(o.tdy, flip(o.tW), o.N, o.M_in, o.M_out, dy, o.lddy, W, o.ldW,
+        tiled_gemm(o.tdy, o.tWT, o.N, o.M_in, o.M_out, dy, o.lddy, WT, o.ldWT,
                    <floating*>NULL, accumulate[0], dx, o.M_in, work, num_threads)
     if dW != NULL:
         tiled_gemm(flip(o.tx), o.tdy, o.M_in, o.M_out, o.N, x, o.ldx, dy, o.lddy,
@@ -120,7 +154,9 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     cdef Operands o
     cdef bint acc[3]
     acc[0], acc[1], acc[2] = add_dx, add_dW, add_db
-    if not (layout(x, &o.tx, &o.ldx) and layout(W, &o.tW, &o.ldW)
+    cdef char tW
+    cdef Py_ssize_t ldW
+    if not (layout(x, &o.tx, &o.ldx) and layout(W, &tW, &ldW)
             and layout(dy, &o.tdy, &o.lddy)):
         raise ValueError("x, W and dy must be 2-D, aligned and readable by BLAS in place")
     o.N = cnp.PyArray_DIM(<cnp.ndarray>dy, 0)
@@ -146,7 +182,23 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     cdef void* dbp = data(db)
     cdef Py_ssize_t rows, chunks, size = 0
     cdef void* wp
+    cdef void* WTp
     cdef double* dbw
+    o.tWT, o.ldWT = flip(tW), ldW
+    if (path != par.TILED and dx is not None and tW == b'N' and o.N >= TRANSPOSE_MIN_ROWS
+            and o.M_in > 0 and o.M_out > 0):
+        # BLAS computes dy W^T faster from W^T stored row by row than from W
+        # (its small-matrix kernels by about a quarter), by more than a copy
+        # of W costs once there are this many rows; products big enough to
+        # be TILED run BLAS's packing path, where the two are alike.
+        WT = scratch(o.M_in * o.M_out, typenum)
+        WTp = data(WT)
+        with nogil:
+            if is_double:
+                _transpose(<double*>Wp, ldW, o.M_in, o.M_out, <double*>WTp)
+            else:
+                _transpose(<float*>Wp, ldW, o.M_in, o.M_out, <float*>WTp)
+        Wp, o.tWT, o.ldWT = WTp, b'N', o.M_in
     cdef double db_small[SMALL_DB_WORK]
     if path == par.BLOCKED and o.N > 0:
         # The chunking is decided here, once, and the scratch sized from it.
