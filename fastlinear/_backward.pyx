@@ -35,6 +35,8 @@ cdef enum:
     # From this many rows on, dx = dy W^T of a problem that is not TILED
     # reads a transposed copy of W (see backward).
     TRANSPOSE_MIN_ROWS = 16
+    # ... and a copy of up to this many elements lives on the stack.
+    SMALL_WT = 2048
 
 
 cdef inline char flip(char t) noexcept nogil:
@@ -59,19 +61,22 @@ cdef void _transpose(const floating* W, Py_ssize_t ldW, Py_ssize_t M_in, Py_ssiz
     cdef Py_ssize_t i = 0, j
     cdef const floating* r0
     cdef const floating* r1
+    cdef floating* w
     while i + 1 < M_in:
         r0 = W + i * ldW
         r1 = r0 + ldW
+        w = WT + i  # element (j, i) of WT, j = 0
         j = 0
         while j + 1 < M_out:
-            WT[j * M_in + i] = r0[j]
-            WT[j * M_in + i + 1] = r1[j]
-            WT[(j + 1) * M_in + i] = r0[j + 1]
-            WT[(j + 1) * M_in + i + 1] = r1[j + 1]
+            w[0] = r0[j]
+            w[1] = r1[j]
+            w[M_in] = r0[j + 1]
+            w[M_in + 1] = r1[j + 1]
+            w += 2 * M_in
             j += 2
         if j < M_out:
-            WT[j * M_in + i] = r0[j]
-            WT[j * M_in + i + 1] = r1[j]
+            w[0] = r0[j]
+            w[1] = r1[j]
         i += 2
     if i < M_in:
         r0 = W + i * ldW
@@ -184,6 +189,8 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     cdef void* wp
     cdef void* WTp
     cdef double* dbw
+    cdef double db_small[SMALL_DB_WORK]
+    cdef double WT_small[SMALL_WT]  # room for as many float64 or float32 elements
     o.tWT, o.ldWT = flip(tW), ldW
     if (path != par.TILED and dx is not None and tW == b'N' and o.N >= TRANSPOSE_MIN_ROWS
             and o.M_in > 0 and o.M_out > 0):
@@ -191,15 +198,16 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
         # (its small-matrix kernels by about a quarter), by more than a copy
         # of W costs once there are this many rows; products big enough to
         # be TILED run BLAS's packing path, where the two are alike.
-        WT = scratch(o.M_in * o.M_out, typenum)
-        WTp = data(WT)
+        WTp = WT_small
+        if o.M_in * o.M_out > SMALL_WT:
+            WT = scratch(o.M_in * o.M_out, typenum)
+            WTp = data(WT)
         with nogil:
             if is_double:
                 _transpose(<double*>Wp, ldW, o.M_in, o.M_out, <double*>WTp)
             else:
                 _transpose(<float*>Wp, ldW, o.M_in, o.M_out, <float*>WTp)
         Wp, o.tWT, o.ldWT = WTp, b'N', o.M_in
-    cdef double db_small[SMALL_DB_WORK]
     if path == par.BLOCKED and o.N > 0:
         # The chunking is decided here, once, and the scratch sized from it.
         rows = par.block_rows(2 * o.M_in + o.M_out, 8 if is_double else 4, blas_int_max())
