@@ -163,14 +163,14 @@ cdef bint _has_shape_like(cnp.ndarray a, like, Py_ssize_t last) noexcept:
 
 
 # Names of the arrays an output is checked against, in the order they are passed.
-_FORWARD_NAMES = ("x", "W", "b")
-_BACKWARD_NAMES = ("x", "W", "dy", "dx", "dW")
+cdef tuple _FORWARD_NAMES = ("x", "W", "b")
+cdef tuple _BACKWARD_NAMES = ("x", "W", "dy", "dx", "dW")
 
 
 cdef int _check_out(out, str name, like, Py_ssize_t last, int typenum, tuple names,
-                    tuple others) except -1:
+                    a0, a1, a2, a3=None, a4=None) except -1:
     """Raise unless ``out`` can receive a result of type ``typenum`` and shape
-    _shape_like(like, last), overlapping none of ``others`` (named by ``names``).
+    _shape_like(like, last), overlapping none of a0 ... a4 (named by ``names``).
     """
     if not isinstance(out, cnp.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
@@ -183,11 +183,17 @@ cdef int _check_out(out, str name, like, Py_ssize_t last, int typenum, tuple nam
                          f"{out.dtype.str if out.dtype.kind == 'f' else out.dtype}")
     if not cnp.PyArray_ISWRITEABLE(o):
         raise ValueError(f"{name} is read-only")
-    cdef Py_ssize_t i
-    for i in range(len(others)):
-        a = others[i]
-        if a is not None and spans_overlap(o, a) and _overlap(o, a):
-            raise ValueError(f"{name} overlaps {names[i]}; results would be corrupted")
+    # One call per array: a tuple of them would cost more than the checks.
+    _apart(o, name, a0, names, 0)
+    _apart(o, name, a1, names, 1)
+    _apart(o, name, a2, names, 2)
+    _apart(o, name, a3, names, 3)
+    return _apart(o, name, a4, names, 4)
+
+
+cdef int _apart(cnp.ndarray o, str name, a, tuple names, int i) except -1:
+    if a is not None and spans_overlap(o, a) and _overlap(o, a):
+        raise ValueError(f"{name} overlaps {names[i]}; results would be corrupted")
     return 0
 
 
@@ -295,7 +301,7 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     _check_features(x, "x", M_in, "M_in", W)
     cdef bint flat = cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
     if out is not None:
-        _check_out(out, "out", x, M_out, typenum, _FORWARD_NAMES, (x, W, b))
+        _check_out(out, "out", x, M_out, typenum, _FORWARD_NAMES, x, W, b)
     cdef Py_ssize_t N = _rows_of(x)
     cdef int path = plan(N, M_in, M_out)
     cdef int threads = _threads(num_threads, path)
@@ -368,11 +374,11 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
             raise ValueError(f"dy must have shape {lead + (M_out,)} to match x of shape "
                              f"{x.shape}, got {dy.shape}")
     if dx is not None:
-        _check_grad(dx, "dx", want_dx, x, M_in, typenum, (x, W, dy))
+        _check_grad(dx, "dx", want_dx, x, M_in, typenum, x, W, dy)
     if dW is not None:
-        _check_grad(dW, "dW", want_dW, W, M_out, typenum, (x, W, dy, dx))
+        _check_grad(dW, "dW", want_dW, W, M_out, typenum, x, W, dy, dx)
     if db is not None:
-        _check_grad(db, "db", want_db, None, M_out, typenum, (x, W, dy, dx, dW))
+        _check_grad(db, "db", want_db, None, M_out, typenum, x, W, dy, dx, dW)
     cdef Py_ssize_t N = _rows_of(x)
     cdef int path = plan(N, M_in, M_out)
     cdef int threads = _threads(num_threads, path)
@@ -397,11 +403,11 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
 
 
 cdef int _check_grad(buf, str name, bint need, like, Py_ssize_t last, int typenum,
-                     tuple others) except -1:
+                     a0, a1, a2, a3=None, a4=None) except -1:
     """A gradient buffer: it must be asked for, and fit (see _check_out)."""
     if not need:
         raise ValueError(f"a {name} buffer was given but {name} is not computed")
-    return _check_out(buf, name, like, last, typenum, _BACKWARD_NAMES, others)
+    return _check_out(buf, name, like, last, typenum, _BACKWARD_NAMES, a0, a1, a2, a3, a4)
 
 
 cdef _result(t, buf, bint copy_back, x, bint flat):
