@@ -13,7 +13,8 @@ Two strategies, chosen from the shape alone by the caller:
   x once instead of three times and parallelises the long reduction over N
   that BLAS would run on one thread, which is what tall, narrow shapes need.
 
-Transposes are never materialised: they are BLAS transpose flags.
+Transposes are BLAS transpose flags, except one: below the TILED size, dx
+reads a copy of W^T, which BLAS's small-matrix kernels multiply faster.
 """
 cimport numpy as cnp
 from cython cimport floating
