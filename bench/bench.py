@@ -35,6 +35,9 @@ import fastlinear
 DEFAULT_SHAPES = [(32, 32, 32), (64, 784, 256), (256, 1024, 1024), (4096, 1024, 1024),
                   (100000, 64, 16), (2048, 4096, 4096)]
 QUICK_SHAPES = [(32, 32, 32), (64, 784, 256), (1024, 1024, 1024), (100000, 64, 16)]
+# The library each peer runs: NumPy's reference and the BLAS floor share NumPy's BLAS pool,
+# so one may follow the other without a pause.
+LIBRARY = {"fastlinear": "fastlinear", "numpy": "numpy", "gemm3": "numpy", "torch": "torch"}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 # (shape, dtype, threads or None for default, peer, bound) -> fastlinear time / peer time <= bound
@@ -149,12 +152,14 @@ def calls_per_turn(seconds):
     return 1 if seconds > 0.05 else int(min(1000, max(5, 0.02 / seconds)))
 
 
-def interleaved(fns, rounds, calls, settle):
+def interleaved(fns, rounds, calls, settle, library=None):
     """{name: [median seconds per call in each round]}, the names taking turns.
 
-    ``calls`` maps each name to its number of timed calls per turn.
-    A turn that follows another library's turn starts after ``settle``
-    seconds of sleep, and one untimed call when it times several.  Thread pools spin for a while
+    ``calls`` maps each name to its number of timed calls per turn, and
+    ``library`` each name to the library it runs (all one library if None).
+    The first turn, and a turn that follows another library's turn, starts
+    after ``settle`` seconds of sleep; a turn times one untimed call first
+    when it times several.  Thread pools spin for a while
     after their last task (OpenBLAS's pthreads pool for about 0.1 s, an OpenMP
     team for GOMP_SPINCOUNT iterations); a peer started while the previous
     peer's pool still spins shares its cores with it, and the figures would
@@ -166,12 +171,15 @@ def interleaved(fns, rounds, calls, settle):
     names = list(fns)
     for name in names:  # warm-up: first-touch pages, BLAS buffers, thread pools
         fns[name]()
+    library = library or {}
+    last = object()  # no library yet: the first turn settles too
     for r in range(rounds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             fn = fns[name]
-            if settle:
+            if settle and library.get(name) != last:
                 time.sleep(settle)
+            last = library.get(name)
             if calls[name] > 1:
                 fn()
             per_call = []
@@ -197,9 +205,11 @@ def run_case(shape, dtype, threads, with_torch, budget, max_rounds, settle):
             case.fastlinear()
             one = max(time.perf_counter() - t0, 1e-7)
             reps = calls_per_turn(one)
-            per_round = (2 * one * reps + settle) * (len(case.peers) + 4)
+            pauses = len({LIBRARY[p] for p in case.peers}) + 1  # the parts: one more
+            per_round = 2 * one * reps * (len(case.peers) + 4) + settle * pauses
             rounds = int(max(3, min(max_rounds, budget / per_round)))
-            steps = interleaved(case.peers, rounds, dict.fromkeys(case.peers, reps), settle)
+            steps = interleaved(case.peers, rounds, dict.fromkeys(case.peers, reps), settle,
+                                LIBRARY)
             # A part is timed as often as its own length asks: a single cold
             # call of a short part would measure the wake-up, not the part.
             part_fns = case.parts()
