@@ -18,7 +18,7 @@ cdef extern from "Python.h":
 
 cimport fastlinear._parallel as par
 from fastlinear._backward cimport backward
-from fastlinear._blas cimport blas_int_max, layout, spans_overlap
+from fastlinear._blas cimport blas_int_max, extent, layout
 from fastlinear._forward cimport forward
 from fastlinear._parallel import openmp_enabled
 from fastlinear._threads import MAX_THREADS, blas_threads, check_threads, team_started
@@ -183,16 +183,27 @@ cdef int _check_out(out, str name, like, Py_ssize_t last, int typenum, tuple nam
                          f"{out.dtype.str if out.dtype.kind == 'f' else out.dtype}")
     if not cnp.PyArray_ISWRITEABLE(o):
         raise ValueError(f"{name} is read-only")
-    # One call per array: a tuple of them would cost more than the checks.
-    _apart(o, name, a0, names, 0)
-    _apart(o, name, a1, names, 1)
-    _apart(o, name, a2, names, 2)
-    _apart(o, name, a3, names, 3)
-    return _apart(o, name, a4, names, 4)
+    # One call per array, with out's memory span found once: a tuple of the
+    # arrays, or the span found again for each, would cost more than the checks.
+    cdef char* lo
+    cdef char* hi
+    extent(o, &lo, &hi)
+    _apart(o, lo, hi, name, a0, names, 0)
+    _apart(o, lo, hi, name, a1, names, 1)
+    _apart(o, lo, hi, name, a2, names, 2)
+    _apart(o, lo, hi, name, a3, names, 3)
+    return _apart(o, lo, hi, name, a4, names, 4)
 
 
-cdef int _apart(cnp.ndarray o, str name, a, tuple names, int i) except -1:
-    if a is not None and spans_overlap(o, a) and _overlap(o, a):
+cdef int _apart(cnp.ndarray o, char* lo, char* hi, str name, a, tuple names,
+                int i) except -1:
+    """Raise if ``a`` shares memory with ``o``, whose bytes span lo:hi."""
+    cdef char* alo
+    cdef char* ahi
+    if a is None:
+        return 0
+    extent(<cnp.ndarray?>a, &alo, &ahi)
+    if alo < hi and lo < ahi and _overlap(o, a):
         raise ValueError(f"{name} overlaps {names[i]}; results would be corrupted")
     return 0
 

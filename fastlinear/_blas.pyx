@@ -164,7 +164,7 @@ def blas_readable(a):
     return layout(a, &trans, &ld)
 
 
-cdef void _extent(cnp.ndarray a, char** lo, char** hi) noexcept:
+cdef void extent(cnp.ndarray a, char** lo, char** hi) noexcept:
     cdef char* start = <char*>cnp.PyArray_DATA(a)
     cdef Py_ssize_t i, step, low = 0, high = cnp.PyArray_ITEMSIZE(a)
     for i in range(cnp.PyArray_NDIM(a)):
@@ -186,8 +186,8 @@ cdef bint spans_overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
     cdef char* ahi
     cdef char* blo
     cdef char* bhi
-    _extent(a, &alo, &ahi)
-    _extent(b, &blo, &bhi)
+    extent(a, &alo, &ahi)
+    extent(b, &blo, &bhi)
     return alo < bhi and blo < ahi
 
 
