@@ -91,38 +91,55 @@ cdef inline int _typenum(a):
     return cnp.PyArray_TYPE(<cnp.ndarray>a)
 
 
-cpdef _check_weights(W, b=None):
+cdef bint _one_type(x, W, c) noexcept:
+    """Whether x, W and c (None allowed) are native-order ndarrays of one type.
+
+    Then they share a dtype and _same_dtype, a Python-level loop, is not needed.
+    """
+    if not (isinstance(x, cnp.ndarray) and isinstance(W, cnp.ndarray)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>W)
+            and _typenum(W) == _typenum(x)):
+        return False
+    return c is None or (isinstance(c, cnp.ndarray) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>c)
+                         and _typenum(c) == _typenum(x))
+
+
+cdef int _check_weights(W, b, Py_ssize_t* dims) except -1:
     """Raise unless W is 2-D with sizes BLAS takes and b is None or of shape (M_out,).
 
-    NumPy arrays are read from their headers, other arrays (dask) through .shape.
+    Sets dims to (M_in, M_out).  NumPy arrays are read from their headers,
+    other arrays (dask) through .shape.
     """
     cdef bint fits
-    cdef Py_ssize_t M_in = 0, M_out = 0
+    dims[0] = dims[1] = 0
     if isinstance(W, cnp.ndarray):
         fits = cnp.PyArray_NDIM(<cnp.ndarray>W) == 2
         if fits:
-            M_in, M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 0), cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+            dims[0], dims[1] = cnp.PyArray_DIM(<cnp.ndarray>W, 0), cnp.PyArray_DIM(<cnp.ndarray>W, 1)
     else:
         fits = W.ndim == 2
         if fits:
-            M_in, M_out = W.shape
+            dims[0], dims[1] = W.shape
     if not fits:
         raise ValueError(f"W must be 2-D (M_in, M_out), got shape {W.shape}")
-    if max(M_in, M_out) > blas_int_max():
+    if max(dims[0], dims[1]) > blas_int_max():
         raise ValueError(f"W of shape {W.shape} has a dimension above {blas_int_max()}, "
                          "the largest a row of a BLAS matrix can have")
     if b is None:
-        return
+        return 0
     if isinstance(b, cnp.ndarray):
-        fits = cnp.PyArray_NDIM(<cnp.ndarray>b) == 1 and cnp.PyArray_DIM(<cnp.ndarray>b, 0) == M_out
+        fits = (cnp.PyArray_NDIM(<cnp.ndarray>b) == 1
+                and cnp.PyArray_DIM(<cnp.ndarray>b, 0) == dims[1])
     else:
-        fits = b.shape == (M_out,)
+        fits = b.shape == (dims[1],)
     if not fits:
-        raise ValueError(f"b must have shape (M_out,) = ({M_out},) for W of shape "
+        raise ValueError(f"b must have shape (M_out,) = ({dims[1]},) for W of shape "
                          f"{W.shape}, got {b.shape}")
+    return 0
 
 
-cpdef _check_features(a, str name, Py_ssize_t size, str what, W):
+cdef int _check_features(a, str name, Py_ssize_t size, str what, W) except -1:
     """Raise unless ``a`` (an ndarray or any array with a shape) is (..., size)."""
     cdef int nd
     cdef bint fits
@@ -134,16 +151,41 @@ cpdef _check_features(a, str name, Py_ssize_t size, str what, W):
     if not fits:
         raise ValueError(f"{name} must have shape (..., {what}) = (..., {size}) for W of "
                          f"shape {W.shape}, got {a.shape}")
+    return 0
+
+
+cdef int _check_forward(x, W, b, Py_ssize_t* dims) except -1:
+    """Raise naming what does not fit in a forward problem; dims = (M_in, M_out)."""
+    if not _one_type(x, W, b):
+        _same_dtype((("x", x), ("W", W), ("b", b)))
+    _check_weights(W, b, dims)
+    return _check_features(x, "x", dims[0], "M_in", W)
+
+
+cdef int _check_backward(x, W, dy, Py_ssize_t* dims) except -1:
+    """Raise naming what does not fit in a backward problem; dims = (M_in, M_out)."""
+    if not _one_type(x, W, dy):
+        _same_dtype((("x", x), ("W", W), ("dy", dy)))
+    _check_weights(W, None, dims)
+    _check_features(x, "x", dims[0], "M_in", W)
+    return _check_features(dy, "dy", dims[1], "M_out", W)
+
+
+def check_forward(x, W, b=None):
+    """The dtype of a forward problem; raises naming what does not fit.
+
+    Any arrays with .dtype and .shape (dask's too); fastlinear.dask checks with it.
+    """
+    cdef Py_ssize_t dims[2]
+    _check_forward(x, W, b, dims)
+    return x.dtype
 
 
 def check_backward(x, W, dy):
     """(dtype, M_in, M_out) of a backward problem; raises naming what does not fit."""
-    dtype = _same_dtype((("x", x), ("W", W), ("dy", dy)))
-    _check_weights(W)
-    M_in, M_out = W.shape
-    _check_features(x, "x", M_in, "M_in", W)
-    _check_features(dy, "dy", M_out, "M_out", W)
-    return dtype, M_in, M_out
+    cdef Py_ssize_t dims[2]
+    _check_backward(x, W, dy, dims)
+    return x.dtype, dims[0], dims[1]
 
 
 cdef tuple _shape_like(like, Py_ssize_t last):
@@ -303,13 +345,10 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     W = _float_array(W, "W")
     if b is not None:
         b = _float_array(b, "b")
+    cdef Py_ssize_t dims[2]
+    _check_forward(x, W, b, dims)
     cdef int typenum = _typenum(x)
-    if _typenum(W) != typenum or (b is not None and _typenum(b) != typenum):
-        _same_dtype((("x", x), ("W", W), ("b", b)))
-    _check_weights(W, b)
-    cdef Py_ssize_t M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
-    cdef Py_ssize_t M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
-    _check_features(x, "x", M_in, "M_in", W)
+    cdef Py_ssize_t M_in = dims[0], M_out = dims[1]
     cdef bint flat = cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
     if out is not None:
         _check_out(out, "out", x, M_out, typenum, _FORWARD_NAMES, x, W, b)
@@ -368,14 +407,10 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     x = _float_array(x, "x")
     W = _float_array(W, "W")
     dy = _float_array(dy, "dy")
+    cdef Py_ssize_t dims[2]
+    _check_backward(x, W, dy, dims)
     cdef int typenum = _typenum(x)
-    if _typenum(W) != typenum or _typenum(dy) != typenum:
-        _same_dtype((("x", x), ("W", W), ("dy", dy)))
-    _check_weights(W)
-    cdef Py_ssize_t M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
-    cdef Py_ssize_t M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
-    _check_features(x, "x", M_in, "M_in", W)
-    _check_features(dy, "dy", M_out, "M_out", W)
+    cdef Py_ssize_t M_in = dims[0], M_out = dims[1]
     cdef bint flat = cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
     cdef bint want_dx = need_dx, want_dW = need_dW, want_db = bias, add = accumulate
     if not (flat and cnp.PyArray_NDIM(<cnp.ndarray>dy) == 2

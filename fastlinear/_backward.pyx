@@ -154,8 +154,8 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
 
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
     reads in place; dx, dW and db are None (not wanted) or C-contiguous
-    arrays of the gradient's shape; all of one dtype.  ``path`` is BLOCKED for the fused row-block
-    kernel, else one tiled product per gradient.
+    arrays of the gradient's shape; all of one dtype.  ``path`` is BLOCKED
+    for the fused row-block kernel, else one tiled product per gradient.
     """
     cdef Operands o
     cdef bint acc[3]

@@ -17,7 +17,6 @@ cdef bint c_array(object a, int typenum, Py_ssize_t rows, Py_ssize_t cols,
                   bint write) noexcept
 
 cdef void extent(cnp.ndarray a, char** lo, char** hi) noexcept
-cdef bint spans_overlap(cnp.ndarray a, cnp.ndarray b) noexcept
 
 cdef object scratch(Py_ssize_t n, int typenum)
 cdef void* data(object a) noexcept

@@ -19,11 +19,6 @@ cdef Py_ssize_t blas_int_max() noexcept nogil:
     return _int_max
 
 
-def blas_int_limit():
-    """Largest matrix dimension one BLAS call takes (2**31 - 1)."""
-    return _int_max
-
-
 def _set_blas_int_max(Py_ssize_t value):
     """Lower the largest dimension passed to one BLAS call (for tests).
 
@@ -157,14 +152,8 @@ cdef void* data(object a) noexcept:
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
 
-def blas_readable(a):
-    """True when BLAS can read the 2-D array ``a`` without a copy."""
-    cdef char trans
-    cdef Py_ssize_t ld
-    return layout(a, &trans, &ld)
-
-
 cdef void extent(cnp.ndarray a, char** lo, char** hi) noexcept:
+    """lo:hi, the bytes the elements of ``a`` lie in (empty for an empty array)."""
     cdef char* start = <char*>cnp.PyArray_DATA(a)
     cdef Py_ssize_t i, step, low = 0, high = cnp.PyArray_ITEMSIZE(a)
     for i in range(cnp.PyArray_NDIM(a)):
@@ -178,19 +167,3 @@ cdef void extent(cnp.ndarray a, char** lo, char** hi) noexcept:
             high += step
     lo[0] = start + low
     hi[0] = start + high
-
-
-cdef bint spans_overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
-    """Whether the memory spans of two arrays intersect (np.may_share_memory, cheaper)."""
-    cdef char* alo
-    cdef char* ahi
-    cdef char* blo
-    cdef char* bhi
-    extent(a, &alo, &ahi)
-    extent(b, &blo, &bhi)
-    return alo < bhi and blo < ahi
-
-
-def may_overlap(a, b):
-    """Whether the memory spans of two arrays intersect (np.may_share_memory, cheaper)."""
-    return spans_overlap(<cnp.ndarray?>a, <cnp.ndarray?>b)

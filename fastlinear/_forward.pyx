@@ -50,7 +50,7 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
 cpdef forward(object x, object W, object b, object y, int path, int num_threads):
     """y[:] = x @ W (+ b), the way ``path`` (SERIAL, BLOCKED or TILED) says.
 
-    x and W are 2-D arrays that BLAS reads in place (see blas_readable), b is
+    x and W are 2-D arrays that BLAS reads in place (see _blas.layout), b is
     None or a contiguous 1-D array, y a C-contiguous (N, M_out) array; all
     of one dtype.  SERIAL makes one BLAS call on this thread, BLOCKED threads
     over cache-sized row blocks (narrow W), TILED tiles the product.

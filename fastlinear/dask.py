@@ -44,9 +44,8 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlinear.dask needs dask[array]: pip install fastlinear[dask]") from exc
 
-from ._api import (Grads, _check_features, _check_weights, _float_array, _same_dtype,
-                   check_backward, linear_backward as _linear_backward,
-                   linear_forward as _linear_forward)
+from ._api import (Grads, _float_array, check_backward, check_forward,
+                   linear_backward as _linear_backward, linear_forward as _linear_forward)
 from ._threads import check_threads
 
 __all__ = ["FAN_IN", "linear_forward", "linear_backward"]
@@ -125,9 +124,7 @@ def linear_forward(x, W, b=None, *, num_threads=None):
     """
     x = _rows(x, "x")
     W, b = _parameter(W, "W"), _parameter(b, "b")
-    dtype = _same_dtype((("x", x), ("W", W), ("b", b)))
-    _check_weights(W, b)
-    _check_features(x, "x", W.shape[0], "M_in", W)
+    dtype = check_forward(x, W, b)
     if num_threads is not None:
         check_threads(num_threads)
     token = tokenize(x, W, b, num_threads)

@@ -159,24 +159,26 @@ def test_misaligned_arrays(dtype):
 
 def test_shape_checks_take_any_array():
     """The checks fastlinear.dask shares read shapes of non-NumPy arrays, never their memory."""
-    from fastlinear._api import _check_features, _check_weights
+    from fastlinear._api import check_backward, check_forward
 
-    class Shaped:  # what the checks may read of a dask array: ndim and shape
+    class Shaped:  # what the checks may read of a dask array: ndim, shape and dtype
         def __init__(self, *shape):
-            self.shape, self.ndim = shape, len(shape)
+            self.shape, self.ndim, self.dtype = shape, len(shape), np.dtype(np.float64)
 
     W = np.ones((3, 2))
-    _check_weights(W, Shaped(2))
-    _check_weights(Shaped(3, 2), np.ones(2))
-    _check_features(Shaped(5, 3), "x", 3, "M_in", W)
+    check_forward(Shaped(5, 3), W, Shaped(2))
+    check_forward(Shaped(5, 3), Shaped(3, 2), np.ones(2))
+    assert check_backward(Shaped(5, 3), W, Shaped(5, 2))[1:] == (3, 2)
     with pytest.raises(ValueError, match="b must have shape"):
-        _check_weights(W, Shaped(3))
+        check_forward(Shaped(5, 3), W, Shaped(3))
     with pytest.raises(ValueError, match="W must be 2-D"):
-        _check_weights(Shaped(3))
+        check_forward(Shaped(5, 3), Shaped(3))
     with pytest.raises(ValueError, match="x must have shape"):
-        _check_features(Shaped(5, 4), "x", 3, "M_in", W)
+        check_forward(Shaped(5, 4), W)
+    with pytest.raises(ValueError, match="dy must have shape"):
+        check_backward(Shaped(5, 3), W, Shaped(5, 3))
     with pytest.raises(AttributeError):
-        _check_weights(W, 1)
+        check_forward(np.ones((5, 3)), W, 1)
 
 
 def test_kernels_refuse_inconsistent_arguments():
