@@ -41,10 +41,10 @@ class Linear:
 
     ``forward`` keeps a reference to x (not a copy) for ``backward``: do not
     write into x between the two.  ``backward`` releases it, so each forward
-    is followed by at most one backward, as in PyTorch.  Each thread has its own pending input, so
-    threads may run forward/backward on one layer at once: each backward
-    uses its own thread's x, and their gradients are added into dW and db one
-    after the other.  Nothing else is kept between calls.
+    is followed by at most one backward, as in PyTorch.  Each thread has its
+    own pending input, so threads may run forward/backward on one layer at
+    once: each backward uses its own thread's x, and their gradients are added
+    into dW and db one after the other.  Nothing else is kept between calls.
 
     Example
     -------
