@@ -3,8 +3,8 @@
 
 Two strategies, chosen from the shape alone by the caller:
 
-* TILED (and SERIAL): one tiled GEMM per gradient, then the column-sum
-  reduction.  Fastest when the products are large.
+* TILED (and SERIAL): dx and dW as tiled GEMMs sharing one pool of tasks,
+  then the column-sum reduction.  Fastest when the products are large.
 * BLOCKED, for narrow W: the rows are cut into chunks fixed by the shape and a
   ``prange`` runs over them; each chunk walks its rows in cache-sized blocks
   and, while a block of dy is in cache, computes that block of dx, adds its
@@ -21,7 +21,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
-from fastlinear._gemm cimport tiled_gemm, tiled_gemm_workspace
+from fastlinear._gemm cimport Product, MAX_PRODUCTS, product, gemm_products, tiled_gemm_workspace
 from fastlinear._colsum cimport colsum_add, column_sums, column_sums_workspace, combine
 
 cnp.import_array()
@@ -137,12 +137,20 @@ cdef void _fused(const Operands* o, const floating* x, const floating* WT, const
 cdef void _separate(const Operands* o, const floating* x, const floating* WT, const floating* dy,
                     floating* dx, floating* dW, floating* db, const bint* accumulate,
                     floating* work, double* db_work, int num_threads) noexcept nogil:
+    # dx and dW share one pool of tasks (see gemm_products); dx's workspace
+    # comes first in ``work``.
+    cdef Product p[MAX_PRODUCTS]
+    cdef Py_ssize_t count = 0
     if dx != NULL:
-        tiled_gemm(o.tdy, o.tWT, o.N, o.M_in, o.M_out, dy, o.lddy, WT, o.ldWT,
-                   <floating*>NULL, accumulate[0], dx, o.M_in, work, num_threads)
+        p[count] = product(o.tdy, o.tWT, o.N, o.M_in, o.M_out, dy, o.lddy, WT, o.ldWT,
+                           <floating*>NULL, accumulate[0], dx, o.M_in, work)
+        work += tiled_gemm_workspace(o.N, o.M_in, o.M_out)
+        count += 1
     if dW != NULL:
-        tiled_gemm(flip(o.tx), o.tdy, o.M_in, o.M_out, o.N, x, o.ldx, dy, o.lddy,
-                   <floating*>NULL, accumulate[1], dW, o.M_out, work, num_threads)
+        p[count] = product(flip(o.tx), o.tdy, o.M_in, o.M_out, o.N, x, o.ldx, dy, o.lddy,
+                           <floating*>NULL, accumulate[1], dW, o.M_out, work)
+        count += 1
+    gemm_products(p, count, num_threads)
     if db != NULL:
         column_sums(dy, o.lddy if o.tdy == b'N' else 1, 1 if o.tdy == b'N' else o.lddy,
                     o.N, o.M_out, db, accumulate[2], db_work, num_threads)
@@ -227,7 +235,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
         if dx is not None:
             size = tiled_gemm_workspace(o.N, o.M_in, o.M_out)
         if dW is not None:
-            size = max(size, tiled_gemm_workspace(o.M_in, o.M_out, o.N))
+            size += tiled_gemm_workspace(o.M_in, o.M_out, o.N)
         work = scratch(size, typenum)
         wp, dbw = data(work), db_small
         size = column_sums_workspace(o.N, o.M_out) if db is not None else 0

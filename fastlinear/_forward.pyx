@@ -11,7 +11,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
-from fastlinear._gemm cimport tiled_gemm, tiled_gemm_workspace
+from fastlinear._gemm cimport Product, product, gemm_products, tiled_gemm_workspace
 
 cnp.import_array()
 
@@ -34,6 +34,7 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
                    floating* y, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
                    int path, Py_ssize_t rows, floating* work, int num_threads) noexcept nogil:
     cdef Py_ssize_t blocks = par.ceil_div(N, rows), blk
+    cdef Product p
     if path == par.SERIAL or N <= rows:
         _rows(x, tx, ldx, W, tW, ldW, b, y, 0, N, M_in, M_out)
     elif path == par.BLOCKED:
@@ -44,7 +45,8 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
             _rows(x, tx, ldx, W, tW, ldW, b, y, blk * rows, min(N, (blk + 1) * rows),
                   M_in, M_out)
     else:
-        tiled_gemm(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, num_threads)
+        p = product(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work)
+        gemm_products(&p, 1, num_threads)
 
 
 cpdef forward(object x, object W, object b, object y, int path, int num_threads):

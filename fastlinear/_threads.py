@@ -11,6 +11,8 @@ import os
 import threading
 import warnings
 
+from fastlinear._gemm import _use_small_kernels
+
 _default = None
 # GNU OpenMP cannot start threads in a child forked after the parent ran an
 # OpenMP team: the child's next parallel region waits forever.  fastlinear
@@ -97,6 +99,17 @@ def _after_fork_in_child():
     blas_threads.after_fork()
 
 
+# OpenBLAS cores with small-matrix GEMM kernels, which fastlinear._gemm cuts
+# mid-size products for.
+_SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def _has_small_kernels(lib):
+    info = lib.info()
+    return (info.get("internal_api") == "openblas"
+            and str(info.get("architecture", "")).lower() in _SMALL_KERNEL_CORES)
+
+
 class BlasThreads:
     """Holds SciPy's BLAS at one thread while fastlinear's threads call it.
 
@@ -126,6 +139,7 @@ class BlasThreads:
                    if os.path.realpath(lib.filepath).startswith((scipy_dir + os.sep,
                                                                  scipy_dir + ".libs" + os.sep))]
             self._libs = own or blas
+            _use_small_kernels(bool(self._libs) and all(map(_has_small_kernels, self._libs)))
         return self._libs
 
     def enter(self):

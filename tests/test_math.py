@@ -214,3 +214,39 @@ def test_blas_dimension_split(rng, shape):
             fastlinear.linear_forward(x, W, b)
     finally:
         _blas._set_blas_int_max(previous)
+
+
+@pytest.fixture(params=[False, True], ids=["packed-tiles", "small-kernel-tiles"])
+def small_kernel_tiles(request):
+    """Both ways of cutting mid-size products into tasks, whatever this BLAS has."""
+    from fastlinear import _gemm
+    from fastlinear._threads import blas_threads
+    blas_threads.libraries()  # its detection has run, so the setting below holds
+    previous = _gemm._use_small_kernels(request.param)
+    yield
+    _gemm._use_small_kernels(previous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(64, 784, 256), (77, 301, 203), (33, 1000, 40), (130, 90, 700)],
+                         ids=str)
+def test_mid_size_tilings(rng, small_kernel_tiles, shape, dtype):
+    """Each cut matches the reference in every BLAS layout, with and without
+    accumulating, and gives the same bits for any thread count."""
+    N, M_in, M_out = shape
+    x0, W0, dy0 = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
+    b = make(rng, M_out, dtype)
+    for x, W, dy in [(x0, W0, dy0), (np.asfortranarray(x0), np.asfortranarray(W0), dy0),
+                     (x0, np.asfortranarray(W0), np.asfortranarray(dy0))]:
+        y, g = check_all(x, W, b, dy)
+        for t in (1, 3):
+            np.testing.assert_array_equal(fastlinear.linear_forward(x, W, b, num_threads=t), y)
+            for got, want in zip(fastlinear.linear_backward(x, W, dy, num_threads=t), g):
+                np.testing.assert_array_equal(got, want)
+    start = [make(rng, a.shape, dtype) for a in (x0, W0, b)]
+    dx, dW, db = (a.copy() for a in start)
+    fastlinear.linear_backward(x0, W0, dy0, dx=dx, dW=dW, db=db, accumulate=True)
+    _, rdx, rdW, rdb = reference(x0, W0, b, dy0)
+    assert_close(dx, rdx + start[0], dtype, M_out)
+    assert_close(dW, rdW + start[1], dtype, N)
+    assert_close(db, rdb + start[2], dtype, N)
