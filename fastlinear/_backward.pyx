@@ -56,33 +56,34 @@ cdef void _transpose(const floating* W, Py_ssize_t ldW, Py_ssize_t M_in, Py_ssiz
                      floating* WT) noexcept nogil:
     """WT (M_out x M_in, C-contiguous) = W^T for a row-major W.
 
-    In 2 x 2 blocks: pairs of stores to each row of WT run twice as fast as
-    one element at a time.
+    Four rows of W at a time: each column of them is four consecutive
+    elements of a row of WT, one vector store, while the four rows are read
+    in order.
     """
     cdef Py_ssize_t i = 0, j
     cdef const floating* r0
     cdef const floating* r1
+    cdef const floating* r2
+    cdef const floating* r3
     cdef floating* w
-    while i + 1 < M_in:
+    while i + 4 <= M_in:
         r0 = W + i * ldW
         r1 = r0 + ldW
+        r2 = r1 + ldW
+        r3 = r2 + ldW
         w = WT + i  # element (j, i) of WT, j = 0
-        j = 0
-        while j + 1 < M_out:
+        for j in range(M_out):
             w[0] = r0[j]
             w[1] = r1[j]
-            w[M_in] = r0[j + 1]
-            w[M_in + 1] = r1[j + 1]
-            w += 2 * M_in
-            j += 2
-        if j < M_out:
-            w[0] = r0[j]
-            w[1] = r1[j]
-        i += 2
-    if i < M_in:
+            w[2] = r2[j]
+            w[3] = r3[j]
+            w += M_in
+        i += 4
+    while i < M_in:
         r0 = W + i * ldW
         for j in range(M_out):
             WT[j * M_in + i] = r0[j]
+        i += 1
 
 
 cdef Py_ssize_t fused_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
