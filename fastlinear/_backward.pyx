@@ -52,13 +52,17 @@ cdef struct Operands:
     Py_ssize_t N, M_in, M_out
 
 
+cdef extern from "_transpose.h":
+    void fl_transpose_double(const double* W, Py_ssize_t ldW, Py_ssize_t M_in,
+                             Py_ssize_t M_out, double* WT) noexcept nogil
+
+
 cdef void _transpose(const floating* W, Py_ssize_t ldW, Py_ssize_t M_in, Py_ssize_t M_out,
                      floating* WT) noexcept nogil:
     """WT (M_out x M_in, C-contiguous) = W^T for a row-major W.
 
-    Four rows of W at a time: each column of them is four consecutive
-    elements of a row of WT, one vector store, while the four rows are read
-    in order.
+    float64 in vector registers (_transpose.h).  float32, four rows of W at a
+    time: each column of them is four consecutive elements of a row of WT.
     """
     cdef Py_ssize_t i = 0, j
     cdef const floating* r0
@@ -66,6 +70,9 @@ cdef void _transpose(const floating* W, Py_ssize_t ldW, Py_ssize_t M_in, Py_ssiz
     cdef const floating* r2
     cdef const floating* r3
     cdef floating* w
+    if floating is double:
+        fl_transpose_double(W, ldW, M_in, M_out, WT)
+        return
     while i + 4 <= M_in:
         r0 = W + i * ldW
         r1 = r0 + ldW
