@@ -3,9 +3,6 @@ from cython cimport floating
 cdef enum:
     MAX_PRODUCTS = 2
 
-cdef struct Tiles:
-    Py_ssize_t tm, tn, tk
-
 # One product C = op(A) op(B) of gemm_products, its pointers to float32 or
 # float64 elements as is_double says.
 cdef struct Product:

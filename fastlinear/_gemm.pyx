@@ -23,6 +23,10 @@ cdef enum:
     MIN_TASK_WORK = 1 << 22
     MIN_SIDE = 64
 
+cdef struct Tiles:
+    Py_ssize_t tm, tn, tk
+
+
 # OpenBLAS's small-matrix kernels for SkylakeX and later x86 cores multiply
 # without packing A and B when m*n*k <= 10**6, and for C^T = B^T A (its
 # column-major A^T B) when also m*n <= 1200.  Cut into tasks that size, a

@@ -225,6 +225,27 @@ def test_bitwise_identical_across_thread_counts(shape, dtype):
             np.testing.assert_array_equal(a, c)
 
 
+class _FakeBlas:
+    def __init__(self, **info):
+        self._info = info
+
+    def info(self):
+        return self._info
+
+
+@pytest.mark.parametrize("info, expected", [
+    ({"internal_api": "openblas", "architecture": "SkylakeX"}, True),
+    ({"internal_api": "openblas", "architecture": "Cooperlake"}, True),
+    ({"internal_api": "openblas", "architecture": "Haswell"}, False),
+    ({"internal_api": "openblas"}, False),
+    ({"internal_api": "mkl", "architecture": "SkylakeX"}, False),
+])
+def test_small_kernel_detection(info, expected):
+    """Mid-size products are cut for small-matrix kernels only on BLAS cores that have them."""
+    from fastlinear._threads import _has_small_kernels
+    assert _has_small_kernels(_FakeBlas(**info)) is expected
+
+
 def test_blas_thread_setting_unchanged():
     before = threadpool_info()
     for shape in SHAPES_BY_PATH:
