@@ -298,8 +298,20 @@ cdef _target(out, Py_ssize_t rows, Py_ssize_t cols, int typenum, bint keep, bint
     return o.reshape(rows) if nd == 1 else o.reshape(rows, cols)
 
 
+cdef bint _blas_known = False
+
+
 cdef int _hold_blas(int path) except -1:
-    """SciPy's BLAS runs on one thread while fastlinear's threads call it (not for SERIAL)."""
+    """SciPy's BLAS runs on one thread while fastlinear's threads call it (not for SERIAL).
+
+    The first call also looks SciPy's BLAS up, whatever its path: that sets
+    how mid-size products are cut (fastlinear._gemm), which must be settled
+    before any kernel runs, or a result would depend on which calls came first.
+    """
+    global _blas_known
+    if not _blas_known:
+        blas_threads.libraries()
+        _blas_known = True
     if path != par.SERIAL:
         blas_threads.enter()
     return 0

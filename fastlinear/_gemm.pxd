@@ -13,13 +13,16 @@ cdef struct Product:
     const void* bias
     void* C
     void* work
-    bint accumulate, is_double
+    bint accumulate, is_double, small_kernel
 
-cdef Py_ssize_t tiled_gemm_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil
+cdef bint small_kernels() noexcept nogil
+
+cdef Py_ssize_t product_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                  bint small_kernel) noexcept nogil
 
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
                      const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC,
-                     floating* work) noexcept nogil
+                     floating* work, bint small_kernel) noexcept nogil
 
 cdef void gemm_products(const Product* p, Py_ssize_t count, int num_threads) noexcept nogil

@@ -29,18 +29,25 @@ cdef struct Tiles:
 
 # OpenBLAS's small-matrix kernels for SkylakeX and later x86 cores multiply
 # without packing A and B when m*n*k <= 10**6, and for C^T = B^T A (its
-# column-major A^T B) when also m*n <= 1200.  Cut into tasks that size, a
+# column-major A^T B) when also m*n <= 1200 and k >= 32.  Cut into tasks that size, a
 # product of up to 2**25 multiply-adds with k <= 1024 ran 10-30% faster on two
 # cores than in halves through the packing path; bigger ones, or a longer k,
 # ran slower.
 cdef enum:
     SMALL_KERNEL_WORK = 1000000
     SMALL_KERNEL_TN_TILE = 1200
+    SMALL_KERNEL_TN_MIN_K = 32
     SMALL_TASKS_MAX_WORK = 1 << 25
     SMALL_TASKS_MAX_K = 1024
 
-# Whether the BLAS has those kernels; set once from fastlinear._threads.
+# Whether the BLAS has those kernels; set from fastlinear._threads before the
+# first call runs.  A call reads it once (small_kernels) and passes it on, so
+# its workspace and its tasks agree even if it changed meanwhile.
 cdef bint _small_kernels = False
+
+
+cdef bint small_kernels() noexcept nogil:
+    return _small_kernels
 
 
 def _use_small_kernels(bint on):
@@ -54,18 +61,21 @@ def _use_small_kernels(bint on):
     return previous
 
 
-cdef bint _small_tasks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    return _small_kernels and m * n * k <= SMALL_TASKS_MAX_WORK and k <= SMALL_TASKS_MAX_K
+cdef bint _small_tasks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint small_kernel) noexcept nogil:
+    # k first: m * n is the size of an allocated C, so m * n * k cannot then overflow.
+    return small_kernel and k <= SMALL_TASKS_MAX_K and m * n * k <= SMALL_TASKS_MAX_WORK
 
 
 cdef Tiles _small_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint tn) noexcept nogil:
     """Slices of m and n that bring each task within the small-matrix kernels' limits.
 
     The longer side of a task is halved until it fits; ``tn`` says the task
-    is BLAS's A^T B, which has the tighter limit.
+    is BLAS's A^T B, which has the tighter limit (below its shortest k that
+    kernel is not used, and smaller tasks would only add calls).
     """
     cdef Tiles t
     cdef Py_ssize_t mt = m, nt = n
+    tn = tn and k >= SMALL_KERNEL_TN_MIN_K
     t.tm = t.tn = t.tk = 1
     while ((mt * nt * k > SMALL_KERNEL_WORK or (tn and mt * nt > SMALL_KERNEL_TN_TILE))
            and (mt > 1 or nt > 1)):
@@ -120,15 +130,25 @@ cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogi
 
 
 cdef Tiles _tiles(const Product* p) noexcept nogil:
-    if _small_tasks(p.m, p.n, p.k):
+    if _small_tasks(p.m, p.n, p.k, p.small_kernel):
         # BLAS's A^T B in column-major terms is C = op(A) op(B) with only B transposed.
         return _small_tiles(p.m, p.n, p.k, p.transA == b'N' and p.transB == b'T')
     return _packed_tiles(p.m, p.n, p.k)
 
 
-cdef Py_ssize_t tiled_gemm_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+def _task_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, str transA, str transB, bint small_kernel):
+    """(tm, tn, tk): how a product is cut into tasks (for tests)."""
+    cdef Product p
+    p.m, p.n, p.k, p.small_kernel = m, n, k, small_kernel
+    p.transA, p.transB = ord(transA), ord(transB)
+    cdef Tiles t = _tiles(&p)
+    return t.tm, t.tn, t.tk
+
+
+cdef Py_ssize_t product_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                                  bint small_kernel) noexcept nogil:
     """Elements of workspace a product (see product) needs: one partial C per extra slice of k."""
-    if _small_tasks(m, n, k):
+    if _small_tasks(m, n, k, small_kernel):
         return 0
     return (_packed_tiles(m, n, k).tk - 1) * m * n
 
@@ -225,16 +245,18 @@ cdef void gemm_products(const Product* p, Py_ssize_t count, int num_threads) noe
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
                      const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC,
-                     floating* work) noexcept nogil:
+                     floating* work, bint small_kernel) noexcept nogil:
     """C (m x n) = op(A) op(B), plus C if ``accumulate``, plus ``bias`` (length n) if given.
 
     The bias is written into each tile just before its product is added onto
     it with beta = 1, while the tile is in cache.  ``work`` holds
-    tiled_gemm_workspace(m, n, k) elements.
+    product_workspace(m, n, k, small_kernel) elements; ``small_kernel`` is small_kernels()
+    as the caller read it.
     """
     cdef Product p
     p.transA, p.transB, p.m, p.n, p.k = transA, transB, m, n, k
     p.A, p.ldA, p.B, p.ldB, p.bias = A, ldA, B, ldB, bias
     p.accumulate, p.C, p.ldC, p.work = accumulate, C, ldC, work
     p.is_double = floating is double
+    p.small_kernel = small_kernel
     return p

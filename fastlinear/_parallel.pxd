@@ -8,7 +8,7 @@ cdef extern from "_omp.h":
 
 # How a call is run (chosen from the shape by fastlinear._api.plan).
 cdef enum:
-    SERIAL = 0    # on the calling thread, one BLAS call per product
+    SERIAL = 0    # on the calling thread (products cut as TILED cuts them, run in turn)
     BLOCKED = 1   # OpenMP over cache-sized row blocks, backward fused per block
     TILED = 2     # OpenMP over the tasks of each product
 

@@ -138,8 +138,9 @@ class BlasThreads:
             own = [lib for lib in blas
                    if os.path.realpath(lib.filepath).startswith((scipy_dir + os.sep,
                                                                  scipy_dir + ".libs" + os.sep))]
-            self._libs = own or blas
-            _use_small_kernels(bool(self._libs) and all(map(_has_small_kernels, self._libs)))
+            libs = own or blas
+            _use_small_kernels(bool(libs) and all(map(_has_small_kernels, libs)))
+            self._libs = libs
         return self._libs
 
     def enter(self):

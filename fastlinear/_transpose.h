@@ -4,6 +4,8 @@
  * consecutive rows of WT, where a scalar copy moves one element per load and
  * store.  Elsewhere, and for an odd last row or column, elements are copied
  * one by one. */
+#ifndef FL_TRANSPOSE_H
+#define FL_TRANSPOSE_H
 #include <stddef.h>
 #if defined(__SSE2__) || defined(_M_X64)
 #include <emmintrin.h>
@@ -12,8 +14,8 @@
 #define FL_TRANSPOSE_SSE2 0
 #endif
 
-static void fl_transpose_double(const double* W, ptrdiff_t ldW, ptrdiff_t M_in,
-                                ptrdiff_t M_out, double* WT)
+static inline void fl_transpose_double(const double* W, ptrdiff_t ldW, ptrdiff_t M_in,
+                                       ptrdiff_t M_out, double* WT)
 {
     ptrdiff_t i = 0, j;
 #if FL_TRANSPOSE_SSE2
@@ -37,3 +39,4 @@ static void fl_transpose_double(const double* W, ptrdiff_t ldW, ptrdiff_t M_in,
         for (j = 0; j < M_out; j++)
             WT[j * M_in + i] = W[i * ldW + j];
 }
+#endif

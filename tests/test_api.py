@@ -236,6 +236,7 @@ class _FakeBlas:
 @pytest.mark.parametrize("info, expected", [
     ({"internal_api": "openblas", "architecture": "SkylakeX"}, True),
     ({"internal_api": "openblas", "architecture": "Cooperlake"}, True),
+    ({"internal_api": "openblas", "architecture": "SapphireRapids"}, True),
     ({"internal_api": "openblas", "architecture": "Haswell"}, False),
     ({"internal_api": "openblas"}, False),
     ({"internal_api": "mkl", "architecture": "SkylakeX"}, False),
@@ -244,6 +245,23 @@ def test_small_kernel_detection(info, expected):
     """Mid-size products are cut for small-matrix kernels only on BLAS cores that have them."""
     from fastlinear._threads import _has_small_kernels
     assert _has_small_kernels(_FakeBlas(**info)) is expected
+
+
+def test_results_do_not_depend_on_earlier_calls():
+    """How mid-size products are cut is settled before the first call of a
+    process, whatever its path: a small call gives the same bits before and
+    after a large one."""
+    code = """if True:
+        import numpy as np
+        import fastlinear
+        rng = np.random.default_rng(0)
+        x, W, dy = (rng.standard_normal(s) for s in [(8, 256), (256, 100), (8, 100)])
+        first = fastlinear.linear_backward(x, W, dy)
+        fastlinear.linear_forward(rng.standard_normal((600, 300)), rng.standard_normal((300, 200)))
+        again = fastlinear.linear_backward(x, W, dy)
+        assert all((a == c).all() for a, c in zip(first, again)), "results changed"
+    """
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_blas_thread_setting_unchanged():

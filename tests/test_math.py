@@ -228,25 +228,49 @@ def small_kernel_tiles(request):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(64, 784, 256), (77, 301, 203), (33, 1000, 40), (130, 90, 700)],
-                         ids=str)
+@pytest.mark.parametrize("shape", [(64, 784, 256), (77, 301, 203), (33, 1000, 40), (130, 90, 700),
+                                   (2000, 100, 330)], ids=str)
 def test_mid_size_tilings(rng, small_kernel_tiles, shape, dtype):
     """Each cut matches the reference in every BLAS layout, with and without
-    accumulating, and gives the same bits for any thread count."""
+    accumulating, and gives the same bits for any thread count.  (2000, 100,
+    330) has its dW split along k either way."""
     N, M_in, M_out = shape
     x0, W0, dy0 = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
     b = make(rng, M_out, dtype)
-    for x, W, dy in [(x0, W0, dy0), (np.asfortranarray(x0), np.asfortranarray(W0), dy0),
-                     (x0, np.asfortranarray(W0), np.asfortranarray(dy0))]:
+    F = np.asfortranarray
+    for x, W, dy in [(x0, W0, dy0), (F(x0), F(W0), dy0), (x0, F(W0), F(dy0)), (F(x0), W0, F(dy0))]:
         y, g = check_all(x, W, b, dy)
         for t in (1, 3):
             np.testing.assert_array_equal(fastlinear.linear_forward(x, W, b, num_threads=t), y)
             for got, want in zip(fastlinear.linear_backward(x, W, dy, num_threads=t), g):
                 np.testing.assert_array_equal(got, want)
     start = [make(rng, a.shape, dtype) for a in (x0, W0, b)]
-    dx, dW, db = (a.copy() for a in start)
-    fastlinear.linear_backward(x0, W0, dy0, dx=dx, dW=dW, db=db, accumulate=True)
     _, rdx, rdW, rdb = reference(x0, W0, b, dy0)
-    assert_close(dx, rdx + start[0], dtype, M_out)
-    assert_close(dW, rdW + start[1], dtype, N)
-    assert_close(db, rdb + start[2], dtype, N)
+    results = []
+    for t in (1, 3):
+        dx, dW, db = (a.copy() for a in start)
+        fastlinear.linear_backward(x0, W0, dy0, dx=dx, dW=dW, db=db, accumulate=True, num_threads=t)
+        assert_close(dx, rdx + start[0], dtype, M_out)
+        assert_close(dW, rdW + start[1], dtype, N)
+        assert_close(db, rdb + start[2], dtype, N)
+        results.append((dx, dW, db))
+    for a, c in zip(*results):
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("trans", ["NN", "NT", "TN", "TT"])
+@pytest.mark.parametrize("mnk", [(64, 256, 784), (784, 256, 64), (64, 784, 256), (8, 256, 100),
+                                 (1000, 3000, 8), (33, 1000, 40)], ids=str)
+def test_small_kernel_task_limits(mnk, trans):
+    """Tasks cut for the small-matrix kernels stay within their limits (see _gemm)."""
+    from fastlinear import _gemm
+    m, n, k = mnk
+    tm, tn, tk = _gemm._task_grid(m, n, k, trans[0], trans[1], True)
+    rows, cols = -(-m // tm), -(-n // tn)
+    assert tk == 1
+    assert rows * cols * k <= 10 ** 6
+    # Row-major op(A) op(B) with only B transposed is BLAS's column-major A^T B.
+    if trans == "NT" and k >= 32:
+        assert rows * cols <= 1200
+    assert tm <= m and tn <= n  # no empty tasks
+    assert _gemm._task_grid(m, n, k, trans[0], trans[1], False) != (tm, tn, tk) or m * n * k <= 10 ** 6
