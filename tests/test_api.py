@@ -261,7 +261,8 @@ def test_results_do_not_depend_on_earlier_calls():
         again = fastlinear.linear_backward(x, W, dy)
         assert all((a == c).all() for a, c in zip(first, again)), "results changed"
     """
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
+                   cwd=os.path.dirname(os.path.dirname(fastlinear.__file__)))
 
 
 def test_blas_thread_setting_unchanged():
