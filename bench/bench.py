@@ -152,11 +152,13 @@ def calls_per_turn(seconds):
     return 1 if seconds > 0.05 else int(min(1000, max(5, 0.02 / seconds)))
 
 
-def interleaved(fns, rounds, calls, settle, library=None):
+def interleaved(fns, rounds, seconds, calls, settle, library=None):
     """{name: [median seconds per call in each round]}, the names taking turns.
 
-    ``calls`` maps each name to its number of timed calls per turn, and
-    ``library`` each name to the library it runs (all one library if None).
+    Rounds run until ``seconds`` have passed, and at least rounds[0] and at
+    most rounds[1] of them.  ``calls`` maps each name to its number of timed
+    calls per turn, and ``library`` each name to the library it runs (all one
+    library if None).
     The first turn, and a turn that follows another library's turn, starts
     after ``settle`` seconds of sleep; a turn times one untimed call first
     when it times several.  Thread pools spin for a while
@@ -173,7 +175,8 @@ def interleaved(fns, rounds, calls, settle, library=None):
         fns[name]()
     library = library or {}
     last = object()  # no library yet: the first turn settles too
-    for r in range(rounds):
+    start, r = time.perf_counter(), 0
+    while r < rounds[0] or (r < rounds[1] and time.perf_counter() - start < seconds):
         order = names[r % len(names):] + names[:r % len(names)]
         for name in order:
             fn = fns[name]
@@ -188,6 +191,7 @@ def interleaved(fns, rounds, calls, settle, library=None):
                 fn()
                 per_call.append(time.perf_counter() - t)
             times[name].append(statistics.median(per_call))
+        r += 1
     return times
 
 
@@ -205,11 +209,10 @@ def run_case(shape, dtype, threads, with_torch, budget, max_rounds, settle):
             case.fastlinear()
             one = max(time.perf_counter() - t0, 1e-7)
             reps = calls_per_turn(one)
-            pauses = len({LIBRARY[p] for p in case.peers}) + 1  # the parts: one more
-            per_round = 2 * one * reps * (len(case.peers) + 4) + settle * pauses
-            rounds = int(max(3, min(max_rounds, budget / per_round)))
-            steps = interleaved(case.peers, rounds, dict.fromkeys(case.peers, reps), settle,
-                                LIBRARY)
+            # Three quarters of the budget for the steps, the rest for the parts.
+            rounds = (3, max_rounds)
+            steps = interleaved(case.peers, rounds, 0.75 * budget,
+                                dict.fromkeys(case.peers, reps), settle, LIBRARY)
             # A part is timed as often as its own length asks: a single cold
             # call of a short part would measure the wake-up, not the part.
             part_fns = case.parts()
@@ -219,7 +222,7 @@ def run_case(shape, dtype, threads, with_torch, budget, max_rounds, settle):
                 t0 = time.perf_counter()
                 fn()
                 part_calls[name] = calls_per_turn(time.perf_counter() - t0)
-            parts = interleaved(part_fns, rounds, part_calls, settle)
+            parts = interleaved(part_fns, rounds, 0.25 * budget, part_calls, settle)
     finally:
         if torch_threads is not None:
             case.torch.set_num_threads(torch_threads)
@@ -227,8 +230,8 @@ def run_case(shape, dtype, threads, with_torch, budget, max_rounds, settle):
     flops = 6.0 * N * M_in * M_out
     row = {"shape": list(shape), "dtype": np.dtype(dtype).name,
            "threads": threads or fastlinear.get_num_threads(), "default_threads": threads is None,
-           "rounds": rounds, "calls_per_turn": reps, "median_s": {}, "gflops": {}, "ratio": {},
-           "parts_s": {}}
+           "rounds": len(steps["fastlinear"]), "calls_per_turn": reps, "median_s": {},
+           "gflops": {}, "ratio": {}, "parts_s": {}}
     for name, ts in steps.items():
         med = statistics.median(ts)
         row["median_s"][name] = med
@@ -339,8 +342,8 @@ def main(argv=None):
     ap.add_argument("--threads", default="default,1",
                     help="comma-separated thread counts; 'default' is the process default")
     ap.add_argument("--rounds", type=int, default=30, help="most rounds per case (default 30)")
-    ap.add_argument("--budget", type=float, default=20.0,
-                    help="seconds a case may take, roughly (default 20)")
+    ap.add_argument("--budget", type=float, default=15.0,
+                    help="seconds a case takes, at least 3 rounds (default 15)")
     ap.add_argument("--settle", type=float, default=0.12,
                     help="seconds of sleep before each peer's turn (default 0.12)")
     ap.add_argument("--quick", action="store_true", help="small shapes, few rounds: under 30 s")
@@ -351,7 +354,7 @@ def main(argv=None):
     shapes = args.shapes or (QUICK_SHAPES if args.quick else DEFAULT_SHAPES)
     dtypes = [np.dtype(d.strip()).name for d in args.dtypes.split(",")]
     threads = [None if t.strip() == "default" else int(t) for t in args.threads.split(",")]
-    budget, max_rounds = (1.0, 4) if args.quick else (args.budget, args.rounds)
+    budget, max_rounds = (1.0, 3) if args.quick else (args.budget, args.rounds)
     if args.quick and args.threads == "default,1":
         threads = [None]
     with_torch = False
