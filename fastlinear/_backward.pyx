@@ -22,7 +22,7 @@ from cython.parallel cimport prange
 cimport fastlinear._parallel as par
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
 from fastlinear._gemm cimport (Product, MAX_PRODUCTS, product, gemm_products, product_workspace,
-                               small_kernels)
+                               TaskSetting, task_setting)
 from fastlinear._colsum cimport colsum_add, column_sums, column_sums_workspace, combine
 
 cnp.import_array()
@@ -145,19 +145,19 @@ cdef void _fused(const Operands* o, const floating* x, const floating* WT, const
 
 cdef void _separate(const Operands* o, const floating* x, const floating* WT, const floating* dy,
                     floating* dx, floating* dW, floating* db, const bint* accumulate,
-                    floating* work, double* db_work, bint small_kernel, int num_threads) noexcept nogil:
+                    floating* work, double* db_work, TaskSetting setting, int num_threads) noexcept nogil:
     # dx and dW share one pool of tasks (see gemm_products); dx's workspace
     # comes first in ``work``.
     cdef Product p[MAX_PRODUCTS]
     cdef Py_ssize_t count = 0
     if dx != NULL:
         p[count] = product(o.tdy, o.tWT, o.N, o.M_in, o.M_out, dy, o.lddy, WT, o.ldWT,
-                           <floating*>NULL, accumulate[0], dx, o.M_in, work, small_kernel)
-        work += product_workspace(o.N, o.M_in, o.M_out, small_kernel)
+                           <floating*>NULL, accumulate[0], dx, o.M_in, work, setting)
+        work += product_workspace(o.N, o.M_in, o.M_out, setting)
         count += 1
     if dW != NULL:
         p[count] = product(flip(o.tx), o.tdy, o.M_in, o.M_out, o.N, x, o.ldx, dy, o.lddy,
-                           <floating*>NULL, accumulate[1], dW, o.M_out, work, small_kernel)
+                           <floating*>NULL, accumulate[1], dW, o.M_out, work, setting)
         count += 1
     gemm_products(p, count, num_threads)
     if db != NULL:
@@ -197,7 +197,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
             or not (db is None or c_array(db, typenum, o.M_out, -1, True))):
         raise ValueError("backward: x, W, dy, dx, dW and db must agree in dtype and shape")
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
-    cdef bint small_kernel = small_kernels()
+    cdef TaskSetting setting = task_setting()
     cdef void* xp = data(x)
     cdef void* Wp = data(W)
     cdef void* dyp = data(dy)
@@ -243,9 +243,9 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
                        <float*>dbp, acc, rows, chunks, <float*>wp, dbw, num_threads)
     else:
         if dx is not None:
-            size = product_workspace(o.N, o.M_in, o.M_out, small_kernel)
+            size = product_workspace(o.N, o.M_in, o.M_out, setting)
         if dW is not None:
-            size += product_workspace(o.M_in, o.M_out, o.N, small_kernel)
+            size += product_workspace(o.M_in, o.M_out, o.N, setting)
         work = scratch(size, typenum)
         wp, dbw = data(work), db_small
         size = column_sums_workspace(o.N, o.M_out) if db is not None else 0
@@ -255,7 +255,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
         with nogil:
             if is_double:
                 _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,
-                          <double*>dWp, <double*>dbp, acc, <double*>wp, dbw, small_kernel, num_threads)
+                          <double*>dWp, <double*>dbp, acc, <double*>wp, dbw, setting, num_threads)
             else:
                 _separate(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp,
-                          <float*>dWp, <float*>dbp, acc, <float*>wp, dbw, small_kernel, num_threads)
+                          <float*>dWp, <float*>dbp, acc, <float*>wp, dbw, setting, num_threads)

@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import scipy
 
+from ._gemm import _task_setting
 from ._parallel import openmp_enabled
 from ._threads import blas_threads, get_num_threads
 
@@ -12,6 +13,8 @@ from ._threads import blas_threads, get_num_threads
 def config():
     """The facts show_config prints, as a dict."""
     from . import __version__
+    libs = blas_threads.libraries()  # also settles whether BLAS has small-matrix kernels
+    small_kernels, tasks = _task_setting()
     return {
         "fastlinear": __version__,
         "python": sys.version.split()[0],
@@ -20,11 +23,14 @@ def config():
         "scipy": scipy.__version__,
         "openmp": openmp_enabled(),
         "num_threads": get_num_threads(),
+        # How products are cut: two machines with the same BLAS give the same bits
+        # only where this agrees too.
+        "tiling": {"tasks_per_product": tasks, "small_matrix_kernels": small_kernels},
         "blas": [{"internal_api": lib.internal_api, "version": lib.version,
                   "threading_layer": getattr(lib, "threading_layer", None),
                   "architecture": getattr(lib, "architecture", None),
                   "num_threads": lib.get_num_threads(), "filepath": lib.filepath}
-                 for lib in blas_threads.libraries()],
+                 for lib in libs],
     }
 
 

@@ -11,7 +11,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
-from fastlinear._gemm cimport Product, product, gemm_products, product_workspace, small_kernels
+from fastlinear._gemm cimport (Product, TaskSetting, product, gemm_products, product_workspace,
+                               task_setting)
 
 cnp.import_array()
 
@@ -32,7 +33,7 @@ cdef void _rows(const floating* x, char tx, Py_ssize_t ldx,
 cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
                    const floating* W, char tW, Py_ssize_t ldW, const floating* b,
                    floating* y, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
-                   int path, Py_ssize_t rows, floating* work, bint small_kernel,
+                   int path, Py_ssize_t rows, floating* work, TaskSetting setting,
                    int num_threads) noexcept nogil:
     cdef Py_ssize_t blocks = par.ceil_div(N, rows), blk
     cdef Product p
@@ -46,7 +47,7 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
             _rows(x, tx, ldx, W, tW, ldW, b, y, blk * rows, min(N, (blk + 1) * rows),
                   M_in, M_out)
     else:
-        p = product(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, small_kernel)
+        p = product(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, setting)
         gemm_products(&p, 1, num_threads)
 
 
@@ -74,8 +75,8 @@ cpdef forward(object x, object W, object b, object y, int path, int num_threads)
         raise ValueError("forward: x, W, b and y must agree in dtype and shape")
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
     cdef Py_ssize_t rows = par.block_rows(M_in + M_out, 8 if is_double else 4, blas_int_max())
-    cdef bint small_kernel = small_kernels()
-    cdef Py_ssize_t size = product_workspace(N, M_out, M_in, small_kernel) if path == par.TILED else 0
+    cdef TaskSetting setting = task_setting()
+    cdef Py_ssize_t size = product_workspace(N, M_out, M_in, setting) if path == par.TILED else 0
     work = scratch(size, typenum)
     cdef void* xp = data(x)
     cdef void* Wp = data(W)
@@ -85,7 +86,7 @@ cpdef forward(object x, object W, object b, object y, int path, int num_threads)
     with nogil:
         if is_double:
             _forward(<double*>xp, tx, ldx, <double*>Wp, tW, ldW, <double*>bp, <double*>yp,
-                     N, M_in, M_out, path, rows, <double*>wp, small_kernel, num_threads)
+                     N, M_in, M_out, path, rows, <double*>wp, setting, num_threads)
         else:
             _forward(<float*>xp, tx, ldx, <float*>Wp, tW, ldW, <float*>bp, <float*>yp,
-                     N, M_in, M_out, path, rows, <float*>wp, small_kernel, num_threads)
+                     N, M_in, M_out, path, rows, <float*>wp, setting, num_threads)

@@ -3,6 +3,12 @@ from cython cimport floating
 cdef enum:
     MAX_PRODUCTS = 2
 
+# How this machine's products are cut into tasks; a call reads it once
+# (task_setting) and passes it on, so that its workspace and its tasks agree.
+cdef struct TaskSetting:
+    bint small_kernels  # the BLAS has small-matrix kernels (see _small_tiles)
+    Py_ssize_t tasks    # tasks a product is cut into where it is big enough (see _packed_tiles)
+
 # One product C = op(A) op(B) of gemm_products, its pointers to float32 or
 # float64 elements as is_double says.
 cdef struct Product:
@@ -13,16 +19,17 @@ cdef struct Product:
     const void* bias
     void* C
     void* work
-    bint accumulate, is_double, small_kernel
+    bint accumulate, is_double
+    TaskSetting setting
 
-cdef bint small_kernels() noexcept nogil
+cdef TaskSetting task_setting() noexcept nogil
 
 cdef Py_ssize_t product_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                                  bint small_kernel) noexcept nogil
+                                  TaskSetting setting) noexcept nogil
 
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
                      const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC,
-                     floating* work, bint small_kernel) noexcept nogil
+                     floating* work, TaskSetting setting) noexcept nogil
 
 cdef void gemm_products(const Product* p, Py_ssize_t count, int num_threads) noexcept nogil

@@ -3,14 +3,17 @@
 
 BLAS threads its own GEMM by splitting C according to the thread count, so
 its results change in the last bits when the thread count does.  Here the
-product is cut into tasks that depend on (m, n, k) only, a prange hands them
-to the threads, and each task is one single-threaded BLAS call; partial
-products over slices of k are added in a fixed order.  Every element is thus
-computed by the same instructions whatever num_threads is.
+product is cut into tasks that depend on (m, n, k) and on the machine (its
+CPU count, see _tasks, and its BLAS) only, a prange hands them to the
+threads, and each task is one single-threaded BLAS call; partial products
+over slices of k are added in a fixed order.  Every element is thus computed
+by the same instructions whatever num_threads is.
 
 Mid-size products are cut differently where the BLAS has small-matrix
 kernels (see _small_tiles).
 """
+import os
+
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 cimport fastlinear._parallel as par
@@ -41,13 +44,27 @@ cdef enum:
     SMALL_TASKS_MAX_K = 1024
 
 # Whether the BLAS has those kernels; set from fastlinear._threads before the
-# first call runs.  A call reads it once (small_kernels) and passes it on, so
-# its workspace and its tasks agree even if it changed meanwhile.
+# first call runs.
 cdef bint _small_kernels = False
 
 
-cdef bint small_kernels() noexcept nogil:
-    return _small_kernels
+cdef Py_ssize_t _power_of_two_at_least(Py_ssize_t n) noexcept:
+    cdef Py_ssize_t p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+# Tasks per product (see _packed_tiles): the machine's CPU count rounded up to
+# a power of two, fixed when fastlinear is imported so that it never follows
+# the thread count of a call, nor the CPUs a process happens to be confined to.
+cdef Py_ssize_t _tasks = _power_of_two_at_least(os.cpu_count() or 1)
+
+
+cdef TaskSetting task_setting() noexcept nogil:
+    cdef TaskSetting s
+    s.small_kernels, s.tasks = _small_kernels, _tasks
+    return s
 
 
 def _use_small_kernels(bint on):
@@ -61,9 +78,24 @@ def _use_small_kernels(bint on):
     return previous
 
 
-cdef bint _small_tasks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint small_kernel) noexcept nogil:
+def _task_setting():
+    """(small_kernels, tasks): how this machine's products are cut (see TaskSetting)."""
+    return _small_kernels, _tasks
+
+
+def _use_tasks(Py_ssize_t tasks):
+    """Set how many tasks a big enough product is cut into (for tests); returns the previous value."""
+    global _tasks
+    if tasks < 1:
+        raise ValueError("tasks must be at least 1")
+    previous = _tasks
+    _tasks = tasks
+    return previous
+
+
+cdef bint _small_tasks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint small_kernels) noexcept nogil:
     # k first: m * n is the size of an allocated C, so m * n * k cannot then overflow.
-    return small_kernel and k <= SMALL_TASKS_MAX_K and m * n * k <= SMALL_TASKS_MAX_WORK
+    return small_kernels and k <= SMALL_TASKS_MAX_K and m * n * k <= SMALL_TASKS_MAX_WORK
 
 
 cdef Tiles _small_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint tn) noexcept nogil:
@@ -87,19 +119,22 @@ cdef Tiles _small_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint tn) noexc
     return t
 
 
-cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
+cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t tasks) noexcept nogil:
     """How many slices of m, n and k: each split where it costs least.
 
     Splitting m repacks op(B) once more per new slice (k * n/tn elements),
     splitting n repacks op(A) (k * m/tm), and splitting k writes and then
     re-reads a partial C (2 * m/tm * n/tn).  Halving the cheapest keeps the
-    extra memory traffic lowest.  Products get 4 tasks, plus one doubling per
-    8x more work past 2**32 multiply-adds (more tasks cost more repacking:
-    16 tasks of a 4096 x 1024 x 1024 product ran 5-15% slower than 4 on two
-    cores); powers of two keep the tasks even on the usual core counts.
+    extra memory traffic lowest.  A product gets ``tasks`` tasks (one per
+    CPU), plus one doubling per 8x more work from 2**35 multiply-adds on, and
+    none smaller than MIN_TASK_WORK.  Every task repacks, so more tasks than
+    CPUs only cost: on two cores a whole step in 2 tasks per product against
+    4 took 0.97 against 1.07 x the BLAS floor at (256, 1024, 1024), 1.00
+    against 1.06 at (1024, 1024, 1024) and 1.00 against 1.01 at (4096, 1024,
+    1024) in float64.
     """
     cdef Tiles t
-    cdef Py_ssize_t most = 4, big = 1LL << 35, mt, nt, kt, cost_m, cost_n, cost_k, best
+    cdef Py_ssize_t most = tasks, big = 1LL << 35, mt, nt, kt, cost_m, cost_n, cost_k, best
     t.tm = t.tn = t.tk = 1
     while m * n * k >= big and most < 64:
         most *= 2
@@ -130,27 +165,29 @@ cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogi
 
 
 cdef Tiles _tiles(const Product* p) noexcept nogil:
-    if _small_tasks(p.m, p.n, p.k, p.small_kernel):
+    if _small_tasks(p.m, p.n, p.k, p.setting.small_kernels):
         # BLAS's A^T B in column-major terms is C = op(A) op(B) with only B transposed.
         return _small_tiles(p.m, p.n, p.k, p.transA == b'N' and p.transB == b'T')
-    return _packed_tiles(p.m, p.n, p.k)
+    return _packed_tiles(p.m, p.n, p.k, p.setting.tasks)
 
 
-def _task_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, str transA, str transB, bint small_kernel):
+def _task_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, str transA, str transB,
+               bint small_kernels, Py_ssize_t tasks):
     """(tm, tn, tk): how a product is cut into tasks (for tests)."""
     cdef Product p
-    p.m, p.n, p.k, p.small_kernel = m, n, k, small_kernel
+    p.m, p.n, p.k = m, n, k
+    p.setting.small_kernels, p.setting.tasks = small_kernels, tasks
     p.transA, p.transB = ord(transA), ord(transB)
     cdef Tiles t = _tiles(&p)
     return t.tm, t.tn, t.tk
 
 
 cdef Py_ssize_t product_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                                  bint small_kernel) noexcept nogil:
+                                  TaskSetting setting) noexcept nogil:
     """Elements of workspace a product (see product) needs: one partial C per extra slice of k."""
-    if _small_tasks(m, n, k, small_kernel):
+    if _small_tasks(m, n, k, setting.small_kernels):
         return 0
-    return (_packed_tiles(m, n, k).tk - 1) * m * n
+    return (_packed_tiles(m, n, k, setting.tasks).tk - 1) * m * n
 
 
 cdef void _task(Py_ssize_t t, Tiles s, const Product* p, const floating* A,
@@ -245,18 +282,18 @@ cdef void gemm_products(const Product* p, Py_ssize_t count, int num_threads) noe
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
                      const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC,
-                     floating* work, bint small_kernel) noexcept nogil:
+                     floating* work, TaskSetting setting) noexcept nogil:
     """C (m x n) = op(A) op(B), plus C if ``accumulate``, plus ``bias`` (length n) if given.
 
     The bias is written into each tile just before its product is added onto
     it with beta = 1, while the tile is in cache.  ``work`` holds
-    product_workspace(m, n, k, small_kernel) elements; ``small_kernel`` is small_kernels()
-    as the caller read it.
+    product_workspace(m, n, k, setting) elements; ``setting`` is
+    task_setting() as the caller read it.
     """
     cdef Product p
     p.transA, p.transB, p.m, p.n, p.k = transA, transB, m, n, k
     p.A, p.ldA, p.B, p.ldB, p.bias = A, ldA, B, ldB, bias
     p.accumulate, p.C, p.ldC, p.work = accumulate, C, ldC, work
     p.is_double = floating is double
-    p.small_kernel = small_kernel
+    p.setting = setting
     return p

@@ -1,4 +1,6 @@
 """Results against an independent float64 NumPy reference and finite differences."""
+import os
+
 import numpy as np
 import pytest
 from _helpers import DTYPES, assert_close, make, reference
@@ -216,15 +218,19 @@ def test_blas_dimension_split(rng, shape):
         _blas._set_blas_int_max(previous)
 
 
-@pytest.fixture(params=[False, True], ids=["packed-tiles", "small-kernel-tiles"])
+@pytest.fixture(params=[(False, 2), (False, 8), (True, 2)],
+                ids=["packed-tiles-2", "packed-tiles-8", "small-kernel-tiles"])
 def small_kernel_tiles(request):
-    """Both ways of cutting mid-size products into tasks, whatever this BLAS has."""
+    """The ways of cutting mid-size products into tasks, whatever this machine has:
+    packed tiles as on 2 and on 8 CPUs, and tiles for small-matrix kernels."""
     from fastlinear import _gemm
     from fastlinear._threads import blas_threads
     blas_threads.libraries()  # its detection has run, so the setting below holds
-    previous = _gemm._use_small_kernels(request.param)
+    small_kernels, tasks = request.param
+    previous = _gemm._use_small_kernels(small_kernels), _gemm._use_tasks(tasks)
     yield
-    _gemm._use_small_kernels(previous)
+    _gemm._use_small_kernels(previous[0])
+    _gemm._use_tasks(previous[1])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -265,7 +271,7 @@ def test_small_kernel_task_limits(mnk, trans):
     """Tasks cut for the small-matrix kernels stay within their limits (see _gemm)."""
     from fastlinear import _gemm
     m, n, k = mnk
-    tm, tn, tk = _gemm._task_grid(m, n, k, trans[0], trans[1], True)
+    tm, tn, tk = _gemm._task_grid(m, n, k, trans[0], trans[1], True, 2)
     rows, cols = -(-m // tm), -(-n // tn)
     assert tk == 1
     assert rows * cols * k <= 10 ** 6
@@ -273,4 +279,27 @@ def test_small_kernel_task_limits(mnk, trans):
     if trans == "NT" and k >= 32:
         assert rows * cols <= 1200
     assert tm <= m and tn <= n  # no empty tasks
-    assert _gemm._task_grid(m, n, k, trans[0], trans[1], False) != (tm, tn, tk) or m * n * k <= 10 ** 6
+    assert _gemm._task_grid(m, n, k, trans[0], trans[1], False, 2) != (tm, tn, tk) or m * n * k <= 10 ** 6
+
+
+@pytest.mark.parametrize("tasks", [1, 2, 4, 16])
+@pytest.mark.parametrize("mnk", [(256, 1024, 1024), (1024, 1024, 4096), (4096, 1024, 1024),
+                                 (20000, 300, 300), (2000, 3000, 10)], ids=str)
+def test_packed_tiles_follow_cpu_count(mnk, tasks):
+    """A product past the small-kernel range is cut into one task per CPU (the
+    CPU count rounded up to a power of two) unless that would make tasks
+    smaller than 2**22 multiply-adds: (2000, 3000, 10) stops at 8."""
+    from fastlinear import _gemm
+    m, n, k = mnk
+    tm, tn, tk = _gemm._task_grid(m, n, k, "N", "N", False, tasks)
+    assert tm * tn * tk == (min(tasks, 8) if mnk == (2000, 3000, 10) else tasks)
+    assert (m // tm) * (n // tn) * (k // tk) >= 2 ** 22
+    # Past 2**35 multiply-adds, twice as many.
+    assert np.prod(_gemm._task_grid(2048, 4096, 4096, "N", "N", False, tasks)) == 2 * tasks
+
+
+def test_tasks_are_the_cpu_count():
+    from fastlinear import _gemm
+    _, tasks = _gemm._task_setting()
+    cpus = os.cpu_count() or 1
+    assert tasks >= cpus and tasks < 2 * cpus and tasks & (tasks - 1) == 0
