@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""A GEMM parallelised over tasks fixed by the shape.
+"""A GEMM parallelised over tasks fixed by the shape and the machine.
 
 BLAS threads its own GEMM by splitting C according to the thread count, so
 its results change in the last bits when the thread count does.  Here the
