@@ -56,42 +56,17 @@ cdef struct Operands:
 cdef extern from "_transpose.h":
     void fl_transpose_double(const double* W, Py_ssize_t ldW, Py_ssize_t M_in,
                              Py_ssize_t M_out, double* WT) noexcept nogil
+    void fl_transpose_float(const float* W, Py_ssize_t ldW, Py_ssize_t M_in,
+                            Py_ssize_t M_out, float* WT) noexcept nogil
 
 
-cdef void _transpose(const floating* W, Py_ssize_t ldW, Py_ssize_t M_in, Py_ssize_t M_out,
-                     floating* WT) noexcept nogil:
-    """WT (M_out x M_in, C-contiguous) = W^T for a row-major W.
-
-    float64 in vector registers (_transpose.h).  float32, four rows of W at a
-    time: each column of them is four consecutive elements of a row of WT.
-    """
-    cdef Py_ssize_t i = 0, j
-    cdef const floating* r0
-    cdef const floating* r1
-    cdef const floating* r2
-    cdef const floating* r3
-    cdef floating* w
+cdef inline void _transpose(const floating* W, Py_ssize_t ldW, Py_ssize_t M_in, Py_ssize_t M_out,
+                            floating* WT) noexcept nogil:
+    """WT (M_out x M_in, C-contiguous) = W^T for a row-major W (see _transpose.h)."""
     if floating is double:
         fl_transpose_double(W, ldW, M_in, M_out, WT)
     else:
-        while i + 4 <= M_in:
-            r0 = W + i * ldW
-            r1 = r0 + ldW
-            r2 = r1 + ldW
-            r3 = r2 + ldW
-            w = WT + i  # element (j, i) of WT, j = 0
-            for j in range(M_out):
-                w[0] = r0[j]
-                w[1] = r1[j]
-                w[2] = r2[j]
-                w[3] = r3[j]
-                w += M_in
-            i += 4
-        while i < M_in:
-            r0 = W + i * ldW
-            for j in range(M_out):
-                WT[j * M_in + i] = r0[j]
-            i += 1
+        fl_transpose_float(W, ldW, M_in, M_out, WT)
 
 
 cdef Py_ssize_t fused_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
