@@ -37,9 +37,15 @@ cdef enum:
     # Below this many multiply-adds (and adds of db) a call runs on the calling thread
     # alone: starting threads costs more than it saves (OpenBLAS also stays serial there).
     SERIAL_WORK = 1 << 18
-    # Products with at most this many weights are "narrow": their GEMMs are too
-    # thin to tile, so the rows are cut into cache-sized blocks instead.
-    NARROW_WEIGHTS = 1 << 15
+    # Products with at most this many weights are "narrow": from NARROW_ROWS rows
+    # on, their GEMMs are too thin to tile, and the rows are cut into cache-sized
+    # blocks instead.  Both paths, side by side, on two cores (tiled / blocked
+    # time): (2000, 64, 16) 1.62, (4096, 64, 64) 1.08, (2048, 64, 64) 1.09, but
+    # with fewer rows, too few blocks to share between threads, (64, 64, 64) 0.71,
+    # and with wider W (1024, 128, 128) 0.82, (32, 256, 128) 0.45,
+    # (20000, 256, 128) 1.01 (float64; float32 alike).
+    NARROW_WEIGHTS = 1 << 12
+    NARROW_ROWS = 1 << 11
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _OPENMP = openmp_enabled()
@@ -56,7 +62,7 @@ cpdef int plan(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
     # In floating point: the product of three sizes can pass 2**63.
     if <double>N * M_out * (M_in + 1) < SERIAL_WORK:  # + 1: the bias row of the work
         return par.SERIAL
-    if <double>M_in * M_out <= NARROW_WEIGHTS:
+    if <double>M_in * M_out <= NARROW_WEIGHTS and N >= NARROW_ROWS:
         return par.BLOCKED
     return par.TILED
 

@@ -233,6 +233,19 @@ class _FakeBlas:
         return self._info
 
 
+@pytest.mark.parametrize("shape, path", [
+    ((32, 32, 32), "serial"), ((16, 100, 100), "serial"),
+    ((100000, 64, 16), "blocked"), ((2049, 33, 7), "blocked"), ((4096, 64, 64), "blocked"),
+    # Too few rows to share out in blocks, or W too wide: tiled.
+    ((64, 64, 64), "tiled"), ((1000, 64, 16), "tiled"), ((32, 256, 128), "tiled"),
+    ((20000, 256, 128), "tiled"), ((64, 784, 256), "tiled"),
+])
+def test_plan(shape, path):
+    """Which strategy runs a shape (see README, How it runs)."""
+    from fastlinear import _api
+    assert _api.plan(*shape) == {"serial": 0, "blocked": 1, "tiled": 2}[path]
+
+
 @pytest.mark.parametrize("info, expected", [
     ({"internal_api": "openblas", "architecture": "SkylakeX"}, True),
     ({"internal_api": "openblas", "architecture": "Cooperlake"}, True),
