@@ -37,7 +37,7 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
                    int num_threads) noexcept nogil:
     cdef Py_ssize_t blocks = par.ceil_div(N, rows), blk
     cdef Product p
-    if path == par.SERIAL or N <= rows:
+    if path == par.SERIAL or (path == par.BLOCKED and N <= rows):
         _rows(x, tx, ldx, W, tW, ldW, b, y, 0, N, M_in, M_out)
     elif path == par.BLOCKED:
         # Narrow W: each cache-sized block of rows gets its bias and its
