@@ -186,36 +186,25 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     cdef double db_small[SMALL_DB_WORK]
     cdef double WT_small[SMALL_WT]  # room for as many float64 or float32 elements
     o.tWT, o.ldWT = flip(tW), ldW
-    if (path != par.TILED and dx is not None and tW == b'N' and o.N >= TRANSPOSE_MIN_ROWS
-            and o.M_in > 0 and o.M_out > 0):
-        # BLAS computes dy W^T faster from W^T stored row by row than from W
-        # (its small-matrix kernels by about a quarter), by more than a copy
-        # of W costs once there are this many rows; products big enough to
-        # be TILED run BLAS's packing path, where the two are alike.
+    # BLAS computes dy W^T faster from W^T stored row by row than from W (its
+    # small-matrix kernels by about a quarter), by more than a copy of W costs
+    # once there are this many rows; products big enough to be TILED run
+    # BLAS's packing path, where the two are alike.
+    cdef bint transpose = (path != par.TILED and dx is not None and tW == b'N'
+                           and o.N >= TRANSPOSE_MIN_ROWS and o.M_in > 0 and o.M_out > 0)
+    cdef bint fused = path == par.BLOCKED and o.N > 0
+    if transpose:
         WTp = WT_small
         if o.M_in * o.M_out > SMALL_WT:
             WT = scratch(o.M_in * o.M_out, typenum)
             WTp = data(WT)
-        with nogil:
-            if is_double:
-                _transpose(<double*>Wp, ldW, o.M_in, o.M_out, <double*>WTp)
-            else:
-                _transpose(<float*>Wp, ldW, o.M_in, o.M_out, <float*>WTp)
-        Wp, o.tWT, o.ldWT = WTp, b'N', o.M_in
-    if path == par.BLOCKED and o.N > 0:
+    if fused:
         # The chunking is decided here, once, and the scratch sized from it.
         rows = par.block_rows(2 * o.M_in + o.M_out, 8 if is_double else 4, blas_int_max())
         chunks = fused_chunks(o.N, o.M_in, o.M_out, rows)
         work = scratch(chunks * o.M_in * o.M_out if dW is not None else 0, typenum)
         db_work = scratch(chunks * o.M_out if db is not None else 0, cnp.NPY_DOUBLE)
         wp, dbw = data(work), <double*>data(db_work)
-        with nogil:
-            if is_double:
-                _fused(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp, <double*>dWp,
-                       <double*>dbp, acc, rows, chunks, <double*>wp, dbw, num_threads)
-            else:
-                _fused(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp, <float*>dWp,
-                       <float*>dbp, acc, rows, chunks, <float*>wp, dbw, num_threads)
     else:
         if dx is not None:
             size = product_workspace(o.N, o.M_in, o.M_out, setting)
@@ -227,10 +216,25 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
         if size > SMALL_DB_WORK:  # small calls allocate nothing for db
             db_work = scratch(size, cnp.NPY_DOUBLE)
             dbw = <double*>data(db_work)
-        with nogil:
-            if is_double:
-                _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,
-                          <double*>dWp, <double*>dbp, acc, <double*>wp, dbw, setting, num_threads)
-            else:
-                _separate(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp,
-                          <float*>dWp, <float*>dbp, acc, <float*>wp, dbw, setting, num_threads)
+    # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
+    # the GIL over and back costs.
+    cdef par.PyThreadState* released = par.release_gil(path != par.SERIAL)
+    if transpose:
+        if is_double:
+            _transpose(<double*>Wp, ldW, o.M_in, o.M_out, <double*>WTp)
+        else:
+            _transpose(<float*>Wp, ldW, o.M_in, o.M_out, <float*>WTp)
+        Wp, o.tWT, o.ldWT = WTp, b'N', o.M_in
+    if fused and is_double:
+        _fused(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp, <double*>dWp,
+               <double*>dbp, acc, rows, chunks, <double*>wp, dbw, num_threads)
+    elif fused:
+        _fused(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp, <float*>dWp,
+               <float*>dbp, acc, rows, chunks, <float*>wp, dbw, num_threads)
+    elif is_double:
+        _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,
+                  <double*>dWp, <double*>dbp, acc, <double*>wp, dbw, setting, num_threads)
+    else:
+        _separate(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp,
+                  <float*>dWp, <float*>dbp, acc, <float*>wp, dbw, setting, num_threads)
+    par.restore_gil(released)

@@ -83,10 +83,13 @@ cpdef forward(object x, object W, object b, object y, int path, int num_threads)
     cdef void* bp = data(b)
     cdef void* yp = data(y)
     cdef void* wp = data(work)
-    with nogil:
-        if is_double:
-            _forward(<double*>xp, tx, ldx, <double*>Wp, tW, ldW, <double*>bp, <double*>yp,
-                     N, M_in, M_out, path, rows, <double*>wp, setting, num_threads)
-        else:
-            _forward(<float*>xp, tx, ldx, <float*>Wp, tW, ldW, <float*>bp, <float*>yp,
-                     N, M_in, M_out, path, rows, <float*>wp, setting, num_threads)
+    # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
+    # the GIL over and back costs.
+    cdef par.PyThreadState* released = par.release_gil(path != par.SERIAL)
+    if is_double:
+        _forward(<double*>xp, tx, ldx, <double*>Wp, tW, ldW, <double*>bp, <double*>yp,
+                 N, M_in, M_out, path, rows, <double*>wp, setting, num_threads)
+    else:
+        _forward(<float*>xp, tx, ldx, <float*>Wp, tW, ldW, <float*>bp, <float*>yp,
+                 N, M_in, M_out, path, rows, <float*>wp, setting, num_threads)
+    par.restore_gil(released)

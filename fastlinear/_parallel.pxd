@@ -6,6 +6,11 @@
 cdef extern from "_omp.h":
     int FL_HAVE_OPENMP
 
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState
+    PyThreadState* PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState* state) nogil
+
 # How a call is run (chosen from the shape by fastlinear._api.plan).
 cdef enum:
     SERIAL = 0    # on the calling thread (products cut as TILED cuts them, run in turn)
@@ -35,3 +40,17 @@ cdef inline Py_ssize_t block_rows(Py_ssize_t width, Py_ssize_t itemsize, Py_ssiz
 cdef inline int threads_for(int num_threads, Py_ssize_t tasks) noexcept nogil:
     """Threads worth starting for ``tasks`` tasks: never more threads than tasks."""
     return <int>max(1, min(<Py_ssize_t>num_threads, tasks))
+
+
+cdef inline PyThreadState* release_gil(bint release) noexcept:
+    """Release the GIL if ``release``; what restore_gil needs (NULL when kept).
+
+    For a kernel call that must not take ``with nogil`` unconditionally:
+    between the two, nothing may touch a Python object.
+    """
+    return PyEval_SaveThread() if release else NULL
+
+
+cdef inline void restore_gil(PyThreadState* released) noexcept nogil:
+    if released != NULL:
+        PyEval_RestoreThread(released)
