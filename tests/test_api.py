@@ -207,8 +207,9 @@ def test_non_native_byte_order():
 # ---- threads -----------------------------------------------------------------
 
 # serial, blocked (narrow W), tiled, tiled with dW split along N
+# Serial, row blocks, tiles; (16, 1024, 1024): a tiled forward of few rows, in many tasks.
 SHAPES_BY_PATH = [(30, 20, 10), (20000, 16, 8), (5000, 64, 16), (600, 300, 200), (1024, 512, 256),
-                  (3000, 200, 200)]
+                  (3000, 200, 200), (16, 1024, 1024)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

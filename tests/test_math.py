@@ -58,8 +58,11 @@ def layouts(a):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(9, 7, 5), (1, 7, 5), (300, 40, 30), (600, 300, 200)], ids=str)
+@pytest.mark.parametrize("shape", [(9, 7, 5), (1, 7, 5), (20, 30, 30), (2049, 33, 7), (300, 40, 30),
+                                   (600, 300, 200)], ids=str)
 def test_layouts(rng, shape, dtype):
+    """Every layout, against the reference; (20, 30, 30) (serial) and (2049, 33, 7)
+    (row blocks) copy W^T for dx, from W at any row stride."""
     N, M_in, M_out = shape
     x0, W0, dy0 = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
     b = make(rng, M_out, dtype)
