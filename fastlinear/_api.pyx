@@ -34,8 +34,11 @@ Grads.__doc__ = """Gradients of a linear layer: dx (..., M_in), dW (M_in, M_out)
 A field is None when that gradient was not asked for."""
 
 cdef enum:
-    # Below this many multiply-adds (and adds of db) a call runs on the calling thread
-    # alone: starting threads costs more than it saves (OpenBLAS also stays serial there).
+    # Below this many multiply-adds (and adds of db), plus elements of dx and dW, a call
+    # runs on the calling thread alone, keeping the GIL: starting threads, or handing the
+    # GIL over and back, costs more than it saves (OpenBLAS also stays serial there).
+    # The gradients count on their own because with M_out or N zero they are
+    # zero-filled at no multiply-add.
     SERIAL_WORK = 1 << 18
     # Products with at most this many weights are "narrow": from NARROW_ROWS rows
     # on, their GEMMs are too thin to tile, and the rows are cut into cache-sized
@@ -60,7 +63,8 @@ cpdef int plan(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
     results identical for every thread count.
     """
     # In floating point: the product of three sizes can pass 2**63.
-    if <double>N * M_out * (M_in + 1) < SERIAL_WORK:  # + 1: the bias row of the work
+    if (<double>N * M_out * (M_in + 1)  # + 1: the bias row of the work
+            + <double>N * M_in + <double>M_in * M_out < SERIAL_WORK):
         return par.SERIAL
     if <double>M_in * M_out <= NARROW_WEIGHTS and N >= NARROW_ROWS:
         return par.BLOCKED

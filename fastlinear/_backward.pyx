@@ -39,8 +39,6 @@ cdef enum:
     TRANSPOSE_MIN_ROWS = 16
     # ... and a copy of up to this many elements lives on the stack.
     SMALL_WT = 2048
-    # A SERIAL call with gradients of fewer elements than this keeps the GIL.
-    KEEP_GIL_OUTPUT = 1 << 18
 
 
 cdef inline char flip(char t) noexcept nogil:
@@ -219,10 +217,8 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
             db_work = scratch(size, cnp.NPY_DOUBLE)
             dbw = <double*>data(db_work)
     # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
-    # the GIL over and back costs; unless it only zero-fills big gradients
-    # (M_out or N is 0), which takes as long as the outputs are big.
-    cdef par.PyThreadState* released = par.release_gil(
-        path != par.SERIAL or o.N * o.M_in + o.M_in * o.M_out >= KEEP_GIL_OUTPUT)
+    # the GIL over and back costs.
+    cdef par.PyThreadState* released = par.release_gil(path != par.SERIAL)
     if transpose:
         if is_double:
             _transpose(<double*>Wp, ldW, o.M_in, o.M_out, <double*>WTp)

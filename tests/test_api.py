@@ -207,9 +207,10 @@ def test_non_native_byte_order():
 # ---- threads -----------------------------------------------------------------
 
 # serial, blocked (narrow W), tiled, tiled with dW split along N
-# Serial, row blocks, tiles; (16, 1024, 1024): a tiled forward of few rows, in many tasks.
+# Serial, row blocks, tiles; (16, 1024, 1024): a tiled forward of few rows, in many tasks;
+# (2048, 200, 0) and (0, 600, 600): gradients zero-filled in row blocks and in tiles.
 SHAPES_BY_PATH = [(30, 20, 10), (20000, 16, 8), (5000, 64, 16), (600, 300, 200), (1024, 512, 256),
-                  (3000, 200, 200), (16, 1024, 1024)]
+                  (3000, 200, 200), (16, 1024, 1024), (2048, 200, 0), (0, 600, 600)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -236,6 +237,8 @@ class _FakeBlas:
 
 @pytest.mark.parametrize("shape, path", [
     ((32, 32, 32), "serial"), ((16, 100, 100), "serial"),
+    # No multiply-adds, but gradients to zero-fill that are too big to keep the GIL for.
+    ((4000, 5000, 0), "blocked"), ((2048, 200, 0), "blocked"), ((0, 600, 600), "tiled"),
     ((100000, 64, 16), "blocked"), ((2049, 33, 7), "blocked"), ((4096, 64, 64), "blocked"),
     # Too few rows to share out in blocks, or W too wide: tiled.
     ((64, 64, 64), "tiled"), ((1000, 64, 16), "tiled"), ((32, 256, 128), "tiled"),
