@@ -7,6 +7,8 @@ and wait on one another.  The change is made only while such calls run and
 the previous value is put back when the last of them ends, so
 ``threadpoolctl.threadpool_info()`` reads the same before and after a call.
 """
+import ctypes
+import itertools
 import os
 import threading
 import warnings
@@ -110,16 +112,48 @@ def _has_small_kernels(lib):
             and str(info.get("architecture", "")).lower() in _SMALL_KERNEL_CORES)
 
 
+def _openblas_function(path, name):
+    """``name`` from the already loaded OpenBLAS at ``path``, under any of its builds'
+    symbol affixes (SciPy's wheels prefix ``scipy_``; 64-bit integer builds add a suffix)."""
+    lib = ctypes.CDLL(path)
+    for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+        function = getattr(lib, f"{prefix}{name}{suffix}", None)
+        if function is not None:
+            return function
+    return None
+
+
+def _thread_controls(lib):
+    """(get, set) of a BLAS's thread count, callable from any Python thread.
+
+    threadpoolctl lets only the first Python thread that sizes OpenBLAS's
+    process-wide (pthreads) pool resize it later, and silently ignores every
+    other thread; fastlinear is called from any thread (dask's threaded
+    scheduler, a server's workers) and orders its changes under its own lock,
+    so it calls OpenBLAS's own functions.  The OpenMP build's setting is per
+    thread, and other BLAS have no such gate: threadpoolctl sets those.
+    """
+    info = lib.info()
+    if info.get("internal_api") == "openblas" and info.get("threading_layer") != "openmp":
+        get = _openblas_function(info["filepath"], "openblas_get_num_threads")
+        set_ = _openblas_function(info["filepath"], "openblas_set_num_threads")
+        if get is not None and set_ is not None:
+            return get, set_
+    return lib.get_num_threads, lib.set_num_threads
+
+
 class BlasThreads:
     """Holds SciPy's BLAS at one thread while fastlinear's threads call it.
 
-    Calls running at once share the setting: the first to enter saves the
-    library's thread count, the last to leave puts it back.
+    Calls running at once, from any Python threads, share the setting: the
+    first to enter saves the library's thread count, the last to leave puts
+    it back.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._libs = None
+        self._controls = ()
         self._active = 0
         self._saved = ()
 
@@ -140,27 +174,28 @@ class BlasThreads:
                                                                  scipy_dir + ".libs" + os.sep))]
             libs = own or blas
             _use_small_kernels(bool(libs) and all(map(_has_small_kernels, libs)))
+            self._controls = tuple(map(_thread_controls, libs))
             self._libs = libs
         return self._libs
 
     def enter(self):
         with self._lock:
             if not self._active:
-                libs = self.libraries()
-                self._saved = tuple(lib.get_num_threads() for lib in libs)
+                self.libraries()
+                self._saved = tuple(get() for get, _ in self._controls)
                 try:
-                    for lib, saved in zip(libs, self._saved):
+                    for (_, set_), saved in zip(self._controls, self._saved):
                         if saved != 1:
-                            lib.set_num_threads(1)
+                            set_(1)
                 except BaseException:
                     self._restore()
                     raise
             self._active += 1
 
     def _restore(self):
-        for lib, saved in zip(self.libraries(), self._saved):
+        for (_, set_), saved in zip(self._controls, self._saved):
             if saved != 1:
-                lib.set_num_threads(saved)
+                set_(saved)
 
     def after_fork(self):
         """In a forked child: a fresh lock, and BLAS back as it was if a call was inside."""

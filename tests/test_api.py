@@ -325,6 +325,45 @@ def test_concurrent_calls_from_python_threads():
     assert threadpool_info() == before
 
 
+def test_blas_held_for_calls_from_any_python_thread():
+    """threadpoolctl lets only the first Python thread that sizes OpenBLAS's
+    pool change it; a call from another thread must still hold BLAS at one
+    thread (else each OpenMP thread's BLAS call starts BLAS threads too) and
+    leave the count as it found it."""
+    code = """if True:
+        import threading
+        import numpy as np
+        import fastlinear
+        from fastlinear._threads import blas_threads
+        from threadpoolctl import ThreadpoolController
+
+        libs = blas_threads.libraries()
+        # The main thread sizes the pool through threadpoolctl, and so becomes
+        # the one thread threadpoolctl lets resize it.
+        for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+            lib.set_num_threads(lib.get_num_threads())
+        before = [lib.get_num_threads() for lib in libs]
+        assert max(before) > 1, before
+        seen = []
+
+        def call():
+            x = np.ones((600, 300))
+            fastlinear.linear_backward(x, np.ones((300, 200)), np.ones((600, 200)))
+            blas_threads.enter()
+            seen.append([lib.get_num_threads() for lib in libs])
+            blas_threads.exit()
+            seen.append([lib.get_num_threads() for lib in libs])
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        worker.join()
+        assert seen == [[1] * len(libs), before], (seen, before)
+    """
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, env=env,
+                   cwd=os.path.dirname(os.path.dirname(fastlinear.__file__)))
+
+
 def test_default_threads_and_env():
     old = fastlinear.get_num_threads()
     try:
