@@ -25,6 +25,8 @@ from fastlinear._blas cimport gemm, row, col
 cdef enum:
     MIN_TASK_WORK = 1 << 22
     MIN_SIDE = 64
+    # Elements of a row of C summed at a time with its partials (2 KiB of float64).
+    ADD_BLOCK = 256
 
 cdef struct Tiles:
     Py_ssize_t tm, tn, tk
@@ -231,14 +233,28 @@ cdef void _run_task(Py_ssize_t t, const Product* p, const Tiles* s) noexcept nog
 
 cdef void _add_partials(Py_ssize_t i, const Product* p, Py_ssize_t parts, floating* C,
                         const floating* work) noexcept nogil:
-    """Row i of C plus the partial products of the later slices of k, in order."""
-    cdef Py_ssize_t j, q, n = p.n, size = p.m * p.n
-    cdef double s
-    for j in range(n):
-        s = C[i * p.ldC + j]
+    """Row i of C plus the partial products of the later slices of k, in order.
+
+    The sums run in float64 accumulators a block of the row at a time: each
+    element gets the same additions in the same order as one at a time, and
+    the loops over a block vectorise.
+    """
+    cdef double acc[ADD_BLOCK]
+    cdef Py_ssize_t j0 = 0, j, q, width, n = p.n, size = p.m * p.n
+    cdef floating* c
+    cdef const floating* w
+    while j0 < n:
+        width = min(<Py_ssize_t>ADD_BLOCK, n - j0)
+        c = C + i * p.ldC + j0
+        for j in range(width):
+            acc[j] = c[j]
         for q in range(parts):
-            s = s + work[q * size + i * n + j]
-        C[i * p.ldC + j] = <floating>s
+            w = work + q * size + i * n + j0
+            for j in range(width):
+                acc[j] = acc[j] + w[j]
+        for j in range(width):
+            c[j] = <floating>acc[j]
+        j0 += ADD_BLOCK
 
 
 cdef void _add_row(Py_ssize_t i, const Product* p, Py_ssize_t parts) noexcept nogil:
