@@ -264,6 +264,26 @@ def test_small_kernel_detection(info, expected):
     assert _has_small_kernels(_FakeBlas(**info)) is expected
 
 
+@pytest.mark.parametrize("info", [
+    {"internal_api": "mkl", "threading_layer": "intel"},
+    {"internal_api": "openblas", "threading_layer": "openmp", "filepath": "unused"},
+])
+def test_thread_controls_of_other_blas_go_through_threadpoolctl(info):
+    """Only a pthreads OpenBLAS is set through its own functions; BLAS without
+    threadpoolctl's one-thread gate keep threadpoolctl's setters."""
+    from fastlinear._threads import _thread_controls
+    lib = _FakeBlas(**info)
+    lib.get_num_threads, lib.set_num_threads = object(), object()
+    assert _thread_controls(lib) == (lib.get_num_threads, lib.set_num_threads)
+
+
+def test_thread_controls_read_the_blas_threadpoolctl_reads():
+    from fastlinear._threads import _thread_controls, blas_threads
+    for lib in blas_threads.libraries():
+        get, _ = _thread_controls(lib)
+        assert get() == lib.get_num_threads()
+
+
 def test_results_do_not_depend_on_earlier_calls():
     """How mid-size products are cut is settled before the first call of a
     process, whatever its path: a small call gives the same bits before and
