@@ -112,50 +112,102 @@ def _has_small_kernels(lib):
             and str(info.get("architecture", "")).lower() in _SMALL_KERNEL_CORES)
 
 
-def _openblas_function(path, name):
-    """``name`` from the already loaded OpenBLAS at ``path``, under any of its builds'
-    symbol affixes (SciPy's wheels prefix ``scipy_``; 64-bit integer builds add a suffix)."""
-    lib = ctypes.CDLL(path)
+def _version(text):
+    """(major, minor) of a version string."""
+    return tuple(int("".join(c for c in part if c.isdigit()) or 0)
+                 for part in (text.split(".") + ["0"])[:2])
+
+
+def _openblas_functions(path):
+    """OpenBLAS's own get and set of its thread count, or None if they cannot be had.
+
+    The library is the one already loaded from ``path``, never a second copy
+    (RTLD_NOLOAD where the platform has it), and both symbols take the
+    affixes found for the getter (SciPy's wheels prefix ``scipy_``, 64-bit
+    integer builds add a suffix; the count is a C int in all of them).
+    """
+    try:
+        lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", ctypes.DEFAULT_MODE))
+    except (OSError, TypeError):
+        return None
     for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
-        function = getattr(lib, f"{prefix}{name}{suffix}", None)
-        if function is not None:
-            return function
+        get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+        if get is None:
+            continue
+        set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+        if set_ is None:
+            return None
+        get.argtypes, get.restype = [], ctypes.c_int
+        set_.argtypes, set_.restype = [ctypes.c_int], None
+        return get, set_
     return None
 
 
 def _thread_controls(lib):
-    """(get, set) of a BLAS's thread count, callable from any Python thread.
+    """(get, set, per_thread) of a BLAS's thread count; per_thread: the setting
+    belongs to the calling thread rather than to the process.
 
-    threadpoolctl lets only the first Python thread that sizes OpenBLAS's
-    process-wide (pthreads) pool resize it later, and silently ignores every
-    other thread; fastlinear is called from any thread (dask's threaded
-    scheduler, a server's workers) and orders its changes under its own lock,
-    so it calls OpenBLAS's own functions.  The OpenMP build's setting is per
-    thread, and other BLAS have no such gate: threadpoolctl sets those.
+    threadpoolctl lets one Python thread at a time (the first to set it)
+    resize OpenBLAS's process-wide pthreads pool and silently ignores the
+    others.  fastlinear is called from any thread (dask's threaded scheduler,
+    a server's workers) and orders its changes under its own lock, so it calls
+    OpenBLAS's own functions.  threadpoolctl 3.8 sets MKL and OpenMP-threaded
+    BLAS for the calling thread only; earlier versions, and other BLAS, for
+    the process.
     """
+    import threadpoolctl
+
     info = lib.info()
-    if info.get("internal_api") == "openblas" and info.get("threading_layer") != "openmp":
-        get = _openblas_function(info["filepath"], "openblas_get_num_threads")
-        set_ = _openblas_function(info["filepath"], "openblas_set_num_threads")
-        if get is not None and set_ is not None:
-            return get, set_
-    return lib.get_num_threads, lib.set_num_threads
+    api, layer = info.get("internal_api"), info.get("threading_layer")
+    if api == "openblas" and layer != "openmp":
+        functions = _openblas_functions(info.get("filepath"))
+        if functions is not None:
+            return functions + (False,)
+        warnings.warn(f"fastlinear: cannot find OpenBLAS's thread-count functions in "
+                      f"{info.get('filepath')}; calls from Python threads that threadpoolctl "
+                      "does not let set it run with BLAS's own threads", RuntimeWarning,
+                      stacklevel=2)
+    per_thread = (_version(threadpoolctl.__version__) >= (3, 8)
+                  and (api == "mkl" or layer == "openmp"))
+    return lib.get_num_threads, lib.set_num_threads, per_thread
+
+
+def _hold(controls):
+    """Set each BLAS of ``controls`` to one thread; returns their previous counts."""
+    saved = []
+    try:
+        for get, set_, _ in controls:
+            saved.append(get())
+            if saved[-1] != 1:
+                set_(1)
+    except BaseException:
+        _release(controls, saved)
+        raise
+    return tuple(saved)
+
+
+def _release(controls, saved):
+    for (_, set_, _), count in zip(controls, saved):
+        if count != 1:
+            set_(count)
 
 
 class BlasThreads:
     """Holds SciPy's BLAS at one thread while fastlinear's threads call it.
 
-    Calls running at once, from any Python threads, share the setting: the
-    first to enter saves the library's thread count, the last to leave puts
-    it back.
+    A process-wide setting is shared by the calls running at once, from any
+    Python threads: the first to enter saves the library's thread count, the
+    last to leave puts it back.  A per-thread setting is saved and put back
+    by each Python thread for itself.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._libs = None
-        self._controls = ()
+        self._shared = self._per_thread = ()
         self._active = 0
         self._saved = ()
+        self._local = threading.local()
 
     def libraries(self):
         """threadpoolctl controllers of the BLAS that scipy.linalg.cython_blas uses."""
@@ -174,41 +226,55 @@ class BlasThreads:
                                                                  scipy_dir + ".libs" + os.sep))]
             libs = own or blas
             _use_small_kernels(bool(libs) and all(map(_has_small_kernels, libs)))
-            self._controls = tuple(map(_thread_controls, libs))
+            self._use_controls(map(_thread_controls, libs))
             self._libs = libs
         return self._libs
 
+    def _use_controls(self, controls):
+        """Hold the BLAS of these (get, set, per_thread) controls."""
+        controls = tuple(controls)
+        self._shared = tuple(c for c in controls if not c[2])
+        self._per_thread = tuple(c for c in controls if c[2])
+
     def enter(self):
+        self.libraries()
         with self._lock:
             if not self._active:
-                self.libraries()
-                self._saved = tuple(get() for get, _ in self._controls)
-                try:
-                    for (_, set_), saved in zip(self._controls, self._saved):
-                        if saved != 1:
-                            set_(1)
-                except BaseException:
-                    self._restore()
-                    raise
+                self._saved = _hold(self._shared)
             self._active += 1
-
-    def _restore(self):
-        for (_, set_), saved in zip(self._controls, self._saved):
-            if saved != 1:
-                set_(saved)
-
-    def after_fork(self):
-        """In a forked child: a fresh lock, and BLAS back as it was if a call was inside."""
-        self._lock = threading.Lock()
-        if self._active:
-            self._active = 1
-            self.exit()
+        local = self._local
+        try:
+            depth = getattr(local, "depth", 0)
+            if not depth:
+                local.saved = _hold(self._per_thread)
+            local.depth = depth + 1
+        except BaseException:
+            self._leave_shared()
+            raise
 
     def exit(self):
+        local = self._local
+        local.depth -= 1
+        if not local.depth:
+            _release(self._per_thread, local.saved)
+        self._leave_shared()
+
+    def _leave_shared(self):
         with self._lock:
             self._active -= 1
             if not self._active:
-                self._restore()
+                _release(self._shared, self._saved)
+
+    def after_fork(self):
+        """In a forked child: a fresh lock, and BLAS back as it was if a call was inside.
+
+        Only the forking thread lives on, and it was not inside a call; the
+        calls of other threads end in the parent only.
+        """
+        self._lock = threading.Lock()
+        if self._active:
+            self._active = 1
+            self._leave_shared()
 
 
 blas_threads = BlasThreads()
