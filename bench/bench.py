@@ -418,7 +418,7 @@ def main(argv=None):
                 print_row(row, peers)
     targets = check_targets(rows)
     if targets:
-        print("\ntargets (ratios of medians in this run):")
+        print("\ntargets (medians of per-round ratios in this run):")
         for desc, value, bound, ok in targets:
             print(f"  [{'ok' if ok else 'MISSED'}] {desc} = {value:.3f} ({bound})")
     os.makedirs(args.out, exist_ok=True)

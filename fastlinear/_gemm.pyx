@@ -148,10 +148,11 @@ cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t ta
         cost_m = kt * nt if mt >= 2 * MIN_SIDE else -1
         cost_n = kt * mt if nt >= 2 * MIN_SIDE else -1
         # A slice of k also costs an OpenMP pass to add the partials, which
-        # only pays off when k dominates (dW = x^T dy over many rows).  Halves
-        # of k against halves of m, float64 on two cores: 1-2% slower at
-        # k = 4m (m = n = 1024; float32 alike), as fast at 8m, 5% faster at
-        # 32m (m = n = 512).
+        # only pays off when k dominates the task's other sides (dW = x^T dy
+        # over many rows).  Halves of k against halves of m on two cores, in
+        # float64: 1-2% slower at k = 4m (m = n = 1024; float32 as fast either
+        # way), as fast at 8m (m = n = 1024 and 512), 5% faster at 32m
+        # (m = n = 512).
         cost_k = 2 * mt * nt if kt >= 2 * MIN_SIDE and kt >= 8 * max(mt, nt) else -1
         best = cost_m
         if cost_n >= 0 and (best < 0 or cost_n < best):
