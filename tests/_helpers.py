@@ -1,4 +1,9 @@
-"""Reference math and tolerances shared by the tests."""
+"""Reference math, tolerances and a fresh interpreter, shared by the tests."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 
 DTYPES = [np.float32, np.float64]
@@ -25,3 +30,11 @@ def assert_close(actual, expected, dtype, k, scale=1.0):
 
 def make(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
+
+
+def run_script(code, timeout=300):
+    """Run ``code`` in a fresh interpreter (the installed fastlinear); return its stdout."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, cwd=os.path.dirname(os.path.abspath(__file__)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from _helpers import DTYPES, assert_close, make, reference
+from _helpers import DTYPES, assert_close, make, reference, run_script
 from threadpoolctl import threadpool_info
 
 import fastlinear
@@ -371,8 +371,7 @@ def test_results_do_not_depend_on_earlier_calls():
         again = fastlinear.linear_backward(x, W, dy)
         assert all((a == c).all() for a, c in zip(first, again)), "results changed"
     """
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
-                   cwd=os.path.dirname(os.path.dirname(fastlinear.__file__)))
+    run_script(code, timeout=120)
 
 
 def test_blas_thread_setting_unchanged():
@@ -454,8 +453,7 @@ def test_blas_held_for_calls_from_any_python_thread():
         worker.join()
         assert seen == [[1] * len(libs), before], (seen, before)
     """
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120,
-                   cwd=os.path.dirname(os.path.dirname(fastlinear.__file__)))
+    run_script(code, timeout=120)
 
 
 def test_default_threads_and_env():

@@ -1,25 +1,14 @@
 """Concurrency, fork, memory and numerical robustness."""
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 import tracemalloc
 
 import numpy as np
 import pytest
-from _helpers import assert_close, make, reference
+from _helpers import assert_close, make, reference, run_script
 
 import fastlinear
 from fastlinear import Linear, linear_backward, linear_forward
-
-
-def run_script(code, timeout=300):
-    """Run ``code`` in a fresh interpreter (the installed fastlinear); return its stdout."""
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, cwd=os.path.dirname(os.path.abspath(__file__)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 def test_eight_threads_share_read_only_weights():
