@@ -242,6 +242,8 @@ class BlasThreads:
             if not self._active:
                 self._saved = _hold(self._shared)
             self._active += 1
+        if not self._per_thread:  # SciPy's wheels: no per-thread bookkeeping on each call
+            return
         local = self._local
         try:
             depth = getattr(local, "depth", 0)
@@ -253,10 +255,11 @@ class BlasThreads:
             raise
 
     def exit(self):
-        local = self._local
-        local.depth -= 1
-        if not local.depth:
-            _release(self._per_thread, local.saved)
+        if self._per_thread:
+            local = self._local
+            local.depth -= 1
+            if not local.depth:
+                _release(self._per_thread, local.saved)
         self._leave_shared()
 
     def _leave_shared(self):
