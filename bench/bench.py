@@ -396,7 +396,7 @@ def main(argv=None):
     bw1, bw2 = read_bandwidth(1), read_bandwidth(2)
     info = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": _cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        "cpu": cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(),
         "python": sys.version.split()[0], "fastlinear": fastlinear._config.config(),
         "threadpool_info": threadpool_info(),
         "torch": (sys.modules["torch"].__version__ if with_torch else None),
@@ -432,15 +432,20 @@ def main(argv=None):
     print(f"\nwrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib not installed)"))
 
 
-def _cpu_name():
+def cpu_name():
+    """lscpu's model name, with the CPU family and model (some hypervisors show only a brand)."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
 
 
 if __name__ == "__main__":

@@ -1,0 +1,315 @@
+"""Benchmark: one training step of a whole MLP, fastlinear against its peers.
+
+A step is the forward pass through every layer (ReLU between layers), softmax
+cross-entropy, the backward pass and an SGD update of every weight and bias,
+on synthetic data.  Peers, interleaved round by round in one process:
+
+* fastlinear - linear_forward / linear_backward into preallocated buffers
+* numpy      - the same loop with np.matmul(..., out=) (the best NumPy allows)
+* torch      - torch.nn.Sequential + torch.optim.SGD, if PyTorch is installed
+* sklearn    - MLPClassifier(solver="sgd").partial_fit on the batch, if installed
+
+Both array loops share everything but the layer: preallocated buffers, ReLU
+and its mask written in place, and the first layer computes no dx.  Each
+ratio is the median over rounds of (fastlinear time / peer time) in a round.
+
+Run ``python bench/bench_mlp.py --help`` for options.  Results go to
+bench/results/: mlp-<time>.json with every figure and mlp-<time>.png.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+import fastlinear
+from bench import RESULTS, calls_per_turn, cpu_name, interleaved
+
+# (layer sizes, batch)
+DEFAULT_CONFIGS = [((784, 256, 128, 10), 32), ((784, 256, 128, 10), 64),
+                   ((784, 256, 128, 10), 256), ((64, 128, 10), 32),
+                   ((1024, 1024, 1024, 10), 128)]
+QUICK_CONFIGS = [((784, 256, 128, 10), 64), ((64, 128, 10), 32)]
+LEARNING_RATE = 0.01
+
+# (sizes, batch, dtype, peer, bound): fastlinear's step / peer's step <= bound,
+# at default threads and at one thread.
+TARGETS = [(sizes, batch, dtype, "numpy", 0.90 if batch < 256 else 0.95)
+           for sizes, batch in DEFAULT_CONFIGS[:3] for dtype in ("float32", "float64")]
+TARGETS += [(sizes, batch, dtype, "torch", 1.00)
+            for sizes, batch in DEFAULT_CONFIGS[:3] for dtype in ("float32", "float64")]
+TARGETS += [((64, 128, 10), 32, dtype, peer, bound) for dtype in ("float32", "float64")
+            for peer, bound in (("numpy", 0.75), ("torch", 0.50))]
+TARGETS += [((1024, 1024, 1024, 10), 128, "float32", "numpy", 0.95)]
+
+
+class ArrayMLP:
+    """An MLP trained by a loop over NumPy arrays; subclasses give the layer."""
+
+    def __init__(self, sizes, batch, dtype, threads):
+        rng = np.random.default_rng(0)
+        self.threads = threads
+        self.x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+        self.labels = rng.integers(0, sizes[-1], batch)
+        self.W = [(rng.standard_normal((m, n)) / np.sqrt(m)).astype(dtype)
+                  for m, n in zip(sizes[:-1], sizes[1:])]
+        self.b = [np.zeros(n, dtype) for n in sizes[1:]]
+        self.dW = [np.empty_like(W) for W in self.W]
+        self.db = [np.empty_like(b) for b in self.b]
+        # Outputs of each layer (after ReLU for the hidden ones), their
+        # gradients and the ReLU masks.
+        self.y = [np.empty((batch, n), dtype) for n in sizes[1:]]
+        self.dy = [np.empty((batch, n), dtype) for n in sizes[1:]]
+        self.mask = [np.empty((batch, n), bool) for n in sizes[1:-1]]
+        self.rows = np.arange(batch)
+
+    def step(self):
+        h = self.x
+        last = len(self.W) - 1
+        for i, (W, b, y) in enumerate(zip(self.W, self.b, self.y)):
+            self.forward(h, W, b, y)
+            if i < last:
+                np.greater(y, 0, out=self.mask[i])
+                np.multiply(y, self.mask[i], out=y)
+            h = y
+        # Softmax cross-entropy, averaged over the batch: dL/dlogits = (p - onehot) / batch.
+        logits, dlogits = self.y[-1], self.dy[-1]
+        np.subtract(logits, logits.max(axis=1, keepdims=True), out=dlogits)
+        np.exp(dlogits, out=dlogits)
+        dlogits /= dlogits.sum(axis=1, keepdims=True)
+        dlogits[self.rows, self.labels] -= 1
+        dlogits *= 1.0 / len(self.rows)
+        for i in range(last, -1, -1):
+            x = self.x if i == 0 else self.y[i - 1]
+            dx = self.dy[i - 1] if i > 0 else None
+            self.backward(x, self.W[i], self.dy[i], dx, self.dW[i], self.db[i])
+            if i > 0:
+                np.multiply(dx, self.mask[i - 1], out=dx)
+        for param, grad in zip(self.W + self.b, self.dW + self.db):
+            grad *= LEARNING_RATE
+            param -= grad
+
+
+class FastlinearMLP(ArrayMLP):
+    def forward(self, x, W, b, y):
+        fastlinear.linear_forward(x, W, b, out=y, num_threads=self.threads)
+
+    def backward(self, x, W, dy, dx, dW, db):
+        fastlinear.linear_backward(x, W, dy, need_dx=dx is not None, dx=dx, dW=dW, db=db,
+                                   num_threads=self.threads)
+
+
+class NumpyMLP(ArrayMLP):
+    def forward(self, x, W, b, y):
+        np.matmul(x, W, out=y)
+        y += b
+
+    def backward(self, x, W, dy, dx, dW, db):
+        np.matmul(x.T, dy, out=dW)
+        dy.sum(axis=0, out=db)
+        if dx is not None:
+            np.matmul(dy, W.T, out=dx)
+
+
+def torch_step(sizes, batch, dtype):
+    import torch
+    torch.manual_seed(0)
+    layers = []
+    for m, n in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(m, n), torch.nn.ReLU()]
+    model = torch.nn.Sequential(*layers[:-1]).to(getattr(torch, dtype))
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((batch, sizes[0])).astype(dtype))
+    labels = torch.from_numpy(rng.integers(0, sizes[-1], batch))
+
+    def step():
+        optimizer.zero_grad()
+        loss_fn(model(x), labels).backward()
+        optimizer.step()
+    return step
+
+
+def sklearn_step(sizes, batch, dtype):
+    from sklearn.neural_network import MLPClassifier
+    model = MLPClassifier(hidden_layer_sizes=sizes[1:-1], solver="sgd", alpha=0.0,
+                          momentum=0.0, learning_rate_init=LEARNING_RATE, batch_size=batch,
+                          random_state=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    labels = rng.integers(0, sizes[-1], batch)
+    classes = np.arange(sizes[-1])
+    model.partial_fit(x, labels, classes=classes)  # sets up the layers and their dtype
+
+    def step():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.partial_fit(x, labels)
+    return step
+
+
+def available(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def run_config(sizes, batch, dtype, threads, peers, budget, max_rounds, settle):
+    fns = {"fastlinear": FastlinearMLP(sizes, batch, dtype, threads).step,
+           "numpy": NumpyMLP(sizes, batch, dtype, threads).step}
+    if "torch" in peers:
+        fns["torch"] = torch_step(sizes, batch, dtype)
+    if "sklearn" in peers:
+        fns["sklearn"] = sklearn_step(sizes, batch, dtype)
+    torch_threads = None
+    if "torch" in fns and threads is not None:
+        import torch
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            calls = {}
+            for name, fn in fns.items():
+                fn()
+                t = time.perf_counter()
+                fn()
+                calls[name] = calls_per_turn(max(time.perf_counter() - t, 1e-7))
+            # Every peer is its own library: a turn after another peer's starts
+            # once that peer's thread pool has stopped spinning.
+            times = interleaved(fns, (3, max_rounds), budget, calls, settle,
+                                {name: name for name in fns})
+    finally:
+        if torch_threads is not None:
+            import torch
+            torch.set_num_threads(torch_threads)
+    row = {"sizes": list(sizes), "batch": batch, "dtype": dtype,
+           "threads": threads or fastlinear.get_num_threads(), "default_threads": threads is None,
+           "rounds": len(times["fastlinear"]), "median_s": {}, "ratio": {}}
+    for name, ts in times.items():
+        row["median_s"][name] = statistics.median(ts)
+        if name != "fastlinear":
+            row["ratio"][name] = statistics.median(f / p for f, p in zip(times["fastlinear"], ts))
+    return row
+
+
+def label(row):
+    return f"{'-'.join(map(str, row['sizes']))} b{row['batch']}"
+
+
+def check_targets(rows):
+    out = []
+    for sizes, batch, dtype, peer, bound in TARGETS:
+        for row in rows:
+            if (tuple(row["sizes"]), row["batch"], row["dtype"]) == (sizes, batch, dtype) \
+                    and peer in row["ratio"]:
+                thr = "default threads" if row["default_threads"] else f"{row['threads']} thread(s)"
+                value = row["ratio"][peer]
+                out.append((f"{label(row)} {dtype} {thr}: fastlinear / {peer}", value,
+                            f"<= {bound}", value <= bound))
+    return out
+
+
+def plot(rows, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    peers = [p for p in ("numpy", "torch", "sklearn") if any(p in r["ratio"] for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4))
+    width = 0.8 / max(1, len(peers))
+    for k, peer in enumerate(peers):
+        xs = [i + k * width for i, r in enumerate(rows) if peer in r["ratio"]]
+        ax.bar(xs, [r["ratio"][peer] for r in rows if peer in r["ratio"]], width, label=peer)
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
+    ax.set_xticklabels([f"{label(r)}\n{r['dtype']} t{r['threads']}" for r in rows],
+                       fontsize=7, rotation=90)
+    ax.set_ylabel("fastlinear step / peer step")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(f"MLP training step, {cpu_name()}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def parse_configs(text):
+    """"784-256-128-10:64;64-128-10:32" -> [((784, 256, 128, 10), 64), ...]"""
+    configs = []
+    for part in text.replace(" ", "").split(";"):
+        if part:
+            sizes, _, batch = part.partition(":")
+            configs.append((tuple(int(v) for v in sizes.split("-")), int(batch)))
+    return configs
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="two small configurations")
+    parser.add_argument("--configs", type=parse_configs,
+                        help='e.g. "784-256-128-10:64;64-128-10:32" (layer sizes:batch)')
+    parser.add_argument("--dtypes", default="float32,float64")
+    parser.add_argument("--threads", default="default,1",
+                        help='comma-separated thread counts, "default" for fastlinear\'s')
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds per configuration (default 10, 3 with --quick)")
+    parser.add_argument("--rounds", type=int, default=200, help="at most this many rounds")
+    parser.add_argument("--settle", type=float, default=0.12,
+                        help="seconds of sleep before a turn that follows another peer's")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args(argv)
+    configs = args.configs or (QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS)
+    budget = args.budget or (3.0 if args.quick else 10.0)
+    threads = [None if t == "default" else int(t) for t in args.threads.split(",")]
+    peers = [p for p, module, off in (("torch", "torch", args.no_torch),
+                                      ("sklearn", "sklearn", args.no_sklearn))
+             if not off and available(module)]
+    info = {"cpu": cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "fastlinear": fastlinear.__version__, "threads": fastlinear.get_num_threads(),
+            "blas": threadpool_info(), "time": datetime.datetime.now().isoformat()}
+    print(f"fastlinear {fastlinear.__version__} on {info['cpu']}, {info['cpus']} CPUs, "
+          f"default threads {info['threads']}; peers: {', '.join(['numpy'] + peers)}")
+    names = ["fastlinear", "numpy"] + peers
+    print(f"{'MLP, batch':>22} {'dtype':8}{'thr':>4}" + "".join(f"{n + ' ms':>14}" for n in names)
+          + "".join(f"{'/' + n:>9}" for n in names[1:]), flush=True)
+    rows = []
+    for sizes, batch in configs:
+        for dtype in args.dtypes.split(","):
+            for t in threads:
+                row = run_config(sizes, batch, dtype, t, peers, budget, args.rounds, args.settle)
+                rows.append(row)
+                print(f"{label(row):>22} {dtype:8}{row['threads']:>4}"
+                      + "".join(f"{row['median_s'][n] * 1e3:14.3f}" for n in names)
+                      + "".join(f"{row['ratio'][n]:9.3f}" for n in names[1:]), flush=True)
+    targets = check_targets(rows)
+    if targets:
+        print(f"\ntargets on {info['cpu']} (medians of per-round ratios in this run):")
+        for desc, value, bound, ok in targets:
+            print(f"  [{'ok' if ok else 'MISSED'}] {desc} = {value:.3f} ({bound})")
+    os.makedirs(args.out, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    json_path = os.path.join(args.out, f"mlp-{stamp}.json")
+    with open(json_path, "w") as f:
+        json.dump({"info": info, "rows": rows,
+                   "targets": [dict(zip(("what", "value", "bound", "holds"), t)) for t in targets]},
+                  f, indent=1, default=str)
+    png = plot(rows, os.path.join(args.out, f"mlp-{stamp}.png"))
+    print(f"\nwrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib not installed)"))
+
+
+if __name__ == "__main__":
+    main()
