@@ -7,9 +7,10 @@ over SciPy's BLAS.  See :class:`Linear`, :func:`linear_forward` and
 from ._api import Grads, linear_backward, linear_forward
 from ._config import show_config
 from ._linear import Linear
+from ._plans import set_planning, tune
 from ._threads import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
 __all__ = ["Grads", "Linear", "linear_backward", "linear_forward", "get_num_threads",
-           "set_num_threads", "show_config", "__version__"]
+           "set_num_threads", "set_planning", "show_config", "tune", "__version__"]

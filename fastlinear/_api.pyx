@@ -54,13 +54,12 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _OPENMP = openmp_enabled()
 
 
-cpdef int plan(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
-    """How a problem of this shape is run; it depends on the shape only.
+cpdef int default_path(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
+    """The built-in plans' path for this shape (see fastlinear._plans).
 
     SERIAL: on the calling thread.  BLOCKED: OpenMP over cache-sized row
     blocks, the backward fused per block.  TILED: OpenMP over the tasks of
-    each product.  Keeping num_threads out of this choice is what makes
-    results identical for every thread count.
+    each product.
     """
     # In floating point: the product of three sizes can pass 2**63.
     if (<double>N * M_out * (M_in + 1)  # + 1: the bias row of the work
@@ -69,6 +68,82 @@ cpdef int plan(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
     if <double>M_in * M_out <= NARROW_WEIGHTS and N >= NARROW_ROWS:
         return par.BLOCKED
     return par.TILED
+
+
+# The plans of this process's calls, by class of problem: a C-level table in
+# front of fastlinear._plans, which is asked on a miss.  Problems too small to
+# plan skip both.
+cdef enum:
+    TABLE_SIZE = 1024  # a power of two
+    PROBES = 8
+    # Keep in step with fastlinear._plans.MIN_PLANNED_WORK.
+    MIN_PLANNED_WORK = 1 << 15
+
+cdef struct PlanEntry:
+    Py_ssize_t M_in, M_out
+    int tag   # 0: empty; else 1 + (kind, dtype, bit length of N) packed
+    int plan
+
+cdef PlanEntry _table[TABLE_SIZE]
+cdef int _serial_plan = -1
+cdef object _planner = None
+
+
+def set_planner(planner):
+    """The object whose choose(kind, dtype, N, M_in, M_out) gives plans on a miss."""
+    global _planner
+    _planner = planner
+    forget_plans()
+
+
+def forget_plans():
+    """Empty the table: plans are asked of the planner again."""
+    global _serial_plan
+    cdef Py_ssize_t i
+    for i in range(TABLE_SIZE):
+        _table[i].tag = 0
+    _serial_plan = -1
+
+
+cdef int _plan_for(int kind, int typenum, Py_ssize_t N, Py_ssize_t M_in,
+                   Py_ssize_t M_out) except -1:
+    """The plan of a call: kind 0 is a forward, 4 | dx << 1 | dW a backward."""
+    global _serial_plan
+    if (<double>N * M_out * (M_in + 1) + <double>N * M_in + <double>M_in * M_out
+            < MIN_PLANNED_WORK):
+        if _serial_plan < 0:
+            _serial_plan = _planner.choose("f", "float64", 0, 0, 0)
+        return _serial_plan
+    cdef Py_ssize_t bits = 0, n = N, i, slot
+    while n:
+        bits += 1
+        n >>= 1
+    cdef int tag = 1 + (kind << 16 | (typenum == cnp.NPY_DOUBLE) << 8 | bits)
+    cdef size_t h = (<size_t>tag * 0x9E3779B97F4A7C15ULL) ^ (<size_t>M_in * 0xC2B2AE3D27D4EB4FULL) \
+        ^ (<size_t>M_out * 0x165667B19E3779F9ULL)
+    for i in range(PROBES):
+        slot = (h + i) & (TABLE_SIZE - 1)
+        if _table[slot].tag == tag and _table[slot].M_in == M_in and _table[slot].M_out == M_out:
+            return _table[slot].plan
+        if _table[slot].tag == 0:
+            break
+    cdef int plan = _planner.choose(
+        "f" if kind == 0 else f"b{(kind >> 1) & 1}{kind & 1}",
+        "float64" if typenum == cnp.NPY_DOUBLE else "float32", N, M_in, M_out)
+    for i in range(PROBES):  # a full neighbourhood is asked again next time
+        slot = (h + i) & (TABLE_SIZE - 1)
+        if _table[slot].tag == 0:
+            _table[slot].M_in, _table[slot].M_out = M_in, M_out
+            _table[slot].tag, _table[slot].plan = tag, plan
+            break
+    return plan
+
+
+cdef int _check_plan(int plan) except -1:
+    """Raise unless ``plan`` is one fastlinear._parallel.make_plan makes."""
+    if not (par.plan_path(plan) <= par.TILED and par.plan_tasks(plan) >= 1):
+        raise ValueError(f"no such plan: {plan}")
+    return 0
 
 
 cpdef _float_array(a, str name):
@@ -308,20 +383,8 @@ cdef _target(out, Py_ssize_t rows, Py_ssize_t cols, int typenum, bint keep, bint
     return o.reshape(rows) if nd == 1 else o.reshape(rows, cols)
 
 
-cdef bint _blas_known = False
-
-
 cdef int _hold_blas(int path) except -1:
-    """SciPy's BLAS runs on one thread while fastlinear's threads call it (not for SERIAL).
-
-    The first call also looks SciPy's BLAS up, whatever its path: that sets
-    how mid-size products are cut (fastlinear._gemm), which must be settled
-    before any kernel runs, or a result would depend on which calls came first.
-    """
-    global _blas_known
-    if not _blas_known:
-        blas_threads.libraries()
-        _blas_known = True
+    """SciPy's BLAS runs on one thread while fastlinear's threads call it (not for SERIAL)."""
     if path != par.SERIAL:
         blas_threads.enter()
     return 0
@@ -363,6 +426,11 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     -------
     y : ndarray, shape (..., M_out)
     """
+    return forward_planned(x, W, b, out, num_threads, -1)
+
+
+cpdef forward_planned(x, W, b, out, num_threads, int plan):
+    """linear_forward with a given plan (see fastlinear._plans), or the planner's if -1."""
     x = _float_array(x, "x")
     W = _float_array(W, "W")
     if b is not None:
@@ -375,7 +443,11 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     if out is not None:
         _check_out(out, "out", x, M_out, typenum, _FORWARD_NAMES, x, W, b)
     cdef Py_ssize_t N = _rows_of(x)
-    cdef int path = plan(N, M_in, M_out)
+    if plan < 0:
+        plan = _plan_for(0, typenum, N, M_in, M_out)
+    else:
+        _check_plan(plan)
+    cdef int path = par.plan_path(plan)
     cdef int threads = _threads(num_threads, path)
     x2 = _as_rows(x, N, M_in)
     W = _as_rows(W, M_in, M_out)
@@ -385,7 +457,7 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     y = _target(out, N, M_out, typenum, False, &copy_back)
     _hold_blas(path)
     try:
-        forward(x2, W, b, y, path, threads)
+        forward(x2, W, b, y, plan, threads)
     finally:
         _release_blas(path)
     if copy_back:
@@ -426,6 +498,13 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     -------
     Grads(dx, dW, db)
     """
+    return backward_planned(x, W, dy, bias, need_dx, need_dW, dx, dW, db, accumulate,
+                            num_threads, -1)
+
+
+cpdef backward_planned(x, W, dy, bias, need_dx, need_dW, dx, dW, db, accumulate,
+                       num_threads, int plan):
+    """linear_backward with a given plan (see fastlinear._plans), or the planner's if -1."""
     x = _float_array(x, "x")
     W = _float_array(W, "W")
     dy = _float_array(dy, "dy")
@@ -448,7 +527,11 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     if db is not None:
         _check_grad(db, "db", want_db, None, M_out, typenum, x, W, dy, dx, dW)
     cdef Py_ssize_t N = _rows_of(x)
-    cdef int path = plan(N, M_in, M_out)
+    if plan < 0:
+        plan = _plan_for(4 | want_dx << 1 | want_dW, typenum, N, M_in, M_out)
+    else:
+        _check_plan(plan)
+    cdef int path = par.plan_path(plan)
     cdef int threads = _threads(num_threads, path)
     x2 = _as_rows(x, N, M_in)
     W = _as_rows(W, M_in, M_out)
@@ -461,7 +544,7 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     try:
         backward(x2, W, dy2, tdx, tdW, tdb,
                  add and dx is not None, add and dW is not None, add and db is not None,
-                 path, threads)
+                 plan, threads)
     finally:
         _release_blas(path)
     cdef tuple args = ((_result(tdx, dx, copy_dx, x, flat), _result(tdW, dW, copy_dW, None, True),

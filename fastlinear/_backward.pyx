@@ -22,7 +22,7 @@ from cython.parallel cimport prange
 cimport fastlinear._parallel as par
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
 from fastlinear._gemm cimport (Product, MAX_PRODUCTS, product, gemm_products, product_workspace,
-                               TaskSetting, task_setting)
+                               TaskSetting, setting_of)
 from fastlinear._colsum cimport colsum_add, column_sums, column_sums_workspace, combine
 
 cnp.import_array()
@@ -141,12 +141,12 @@ cdef void _separate(const Operands* o, const floating* x, const floating* WT, co
 
 
 cpdef backward(object x, object W, object dy, object dx, object dW, object db,
-               bint add_dx, bint add_dW, bint add_db, int path, int num_threads):
+               bint add_dx, bint add_dW, bint add_db, int plan, int num_threads):
     """Write the requested gradients, or add them where add_dx, add_dW, add_db say so.
 
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
     reads in place; dx, dW and db are None (not wanted) or C-contiguous
-    arrays of the gradient's shape; all of one dtype.  ``path`` is BLOCKED
+    arrays of the gradient's shape; all of one dtype.  ``plan``'s path is BLOCKED
     for the fused row-block kernel, else one tiled product per gradient.
     """
     cdef Operands o
@@ -172,7 +172,8 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
             or not (db is None or c_array(db, typenum, o.M_out, -1, True))):
         raise ValueError("backward: x, W, dy, dx, dW and db must agree in dtype and shape")
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
-    cdef TaskSetting setting = task_setting()
+    cdef TaskSetting setting = setting_of(plan)
+    cdef int path = par.plan_path(plan)
     cdef void* xp = data(x)
     cdef void* Wp = data(W)
     cdef void* dyp = data(dy)

@@ -5,7 +5,6 @@ import sys
 import numpy as np
 import scipy
 
-from ._gemm import _task_setting
 from ._parallel import openmp_enabled
 from ._threads import blas_threads, get_num_threads
 
@@ -13,8 +12,8 @@ from ._threads import blas_threads, get_num_threads
 def config():
     """The facts show_config prints, as a dict."""
     from . import __version__
-    libs = blas_threads.libraries()  # also settles whether BLAS has small-matrix kernels
-    small_kernels, tasks = _task_setting()
+    from ._plans import planner
+    libs = blas_threads.libraries()
     return {
         "fastlinear": __version__,
         "python": sys.version.split()[0],
@@ -23,9 +22,10 @@ def config():
         "scipy": scipy.__version__,
         "openmp": openmp_enabled(),
         "num_threads": get_num_threads(),
-        # How products are cut: two machines with the same BLAS give the same bits
-        # only where this agrees too.
-        "tiling": {"tasks_per_product": tasks, "small_matrix_kernels": small_kernels},
+        # Where plans come from: two machines with the same BLAS give the same
+        # bits only where their plans agree too.
+        "plans": planner.summary(),
+        "blas_small_kernels": blas_threads.small_kernels,
         "blas": [{"internal_api": lib.internal_api, "version": lib.version,
                   "threading_layer": getattr(lib, "threading_layer", None),
                   "architecture": getattr(lib, "architecture", None),
@@ -35,7 +35,7 @@ def config():
 
 
 def show_config(file=None):
-    """Print fastlinear's version, OpenMP on/off, default threads and the BLAS in use."""
+    """Print fastlinear's version, OpenMP on/off, default threads, where plans come from and the BLAS in use."""
     info = config()
     lines = [f"{k:12s} {v}" for k, v in info.items() if k != "blas"]
     for lib in info["blas"]:

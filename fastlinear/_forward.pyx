@@ -12,7 +12,7 @@ from cython.parallel cimport prange
 cimport fastlinear._parallel as par
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
 from fastlinear._gemm cimport (Product, TaskSetting, product, gemm_products, product_workspace,
-                               task_setting)
+                               setting_of)
 
 cnp.import_array()
 
@@ -51,8 +51,8 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
         gemm_products(&p, 1, num_threads)
 
 
-cpdef forward(object x, object W, object b, object y, int path, int num_threads):
-    """y[:] = x @ W (+ b), the way ``path`` (SERIAL, BLOCKED or TILED) says.
+cpdef forward(object x, object W, object b, object y, int plan, int num_threads):
+    """y[:] = x @ W (+ b), the way ``plan``'s path (SERIAL, BLOCKED or TILED) says.
 
     x and W are 2-D arrays that BLAS reads in place (see _blas.layout), b is
     None or a contiguous 1-D array, y a C-contiguous (N, M_out) array; all
@@ -75,7 +75,8 @@ cpdef forward(object x, object W, object b, object y, int path, int num_threads)
         raise ValueError("forward: x, W, b and y must agree in dtype and shape")
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
     cdef Py_ssize_t rows = par.block_rows(M_in + M_out, 8 if is_double else 4, blas_int_max())
-    cdef TaskSetting setting = task_setting()
+    cdef TaskSetting setting = setting_of(plan)
+    cdef int path = par.plan_path(plan)
     cdef Py_ssize_t size = product_workspace(N, M_out, M_in, setting) if path == par.TILED else 0
     work = scratch(size, typenum)
     cdef void* xp = data(x)

@@ -3,8 +3,8 @@ from cython cimport floating
 cdef enum:
     MAX_PRODUCTS = 2
 
-# How this machine's products are cut into tasks; a call reads it once
-# (task_setting) and passes it on, so that its workspace and its tasks agree.
+# How a call's products are cut into tasks, from its plan (setting_of); the
+# call passes it on, so that its workspace and its tasks agree.
 cdef struct TaskSetting:
     bint small_kernels  # the BLAS has small-matrix kernels (see _small_tiles)
     Py_ssize_t tasks    # tasks a product is cut into where it is big enough (see _packed_tiles)
@@ -22,7 +22,7 @@ cdef struct Product:
     bint accumulate, is_double
     TaskSetting setting
 
-cdef TaskSetting task_setting() noexcept nogil
+cdef TaskSetting setting_of(int plan) noexcept nogil
 
 cdef Py_ssize_t product_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                   TaskSetting setting) noexcept nogil

@@ -3,14 +3,14 @@
 
 BLAS threads its own GEMM by splitting C according to the thread count, so
 its results change in the last bits when the thread count does.  Here the
-product is cut into tasks that depend on (m, n, k) and on the machine (its
-CPU count, see _tasks, and its BLAS) only, a prange hands them to the
+product is cut into tasks that depend on (m, n, k) and on the call's plan
+(see fastlinear._plans) only, a prange hands them to the
 threads, and each task is one single-threaded BLAS call; partial products
 over slices of k are added in a fixed order.  Every element is thus computed
 by the same instructions whatever num_threads is.
 
-Mid-size products are cut differently where the BLAS has small-matrix
-kernels (see _small_tiles).
+Mid-size products can be cut for BLAS's small-matrix kernels instead (see
+_small_tiles); the call's plan says which.
 """
 import os
 
@@ -45,54 +45,19 @@ cdef enum:
     SMALL_TASKS_MAX_WORK = 1 << 25
     SMALL_TASKS_MAX_K = 1024
 
-# Whether the BLAS has those kernels; set from fastlinear._threads before the
-# first call runs.
-cdef bint _small_kernels = False
+def machine_tasks():
+    """Tasks per product (see _packed_tiles) for this machine: its CPU count
+    rounded up to a power of two, never the thread count of a call."""
+    cdef Py_ssize_t tasks = 1
+    while tasks < (os.cpu_count() or 1):
+        tasks *= 2
+    return tasks
 
 
-cdef Py_ssize_t _power_of_two_at_least(Py_ssize_t n) noexcept:
-    cdef Py_ssize_t p = 1
-    while p < n:
-        p *= 2
-    return p
-
-
-# Tasks per product (see _packed_tiles): the machine's CPU count rounded up to
-# a power of two, fixed when fastlinear is imported so that it never follows
-# the thread count of a call, nor the CPUs a process happens to be confined to.
-cdef Py_ssize_t _tasks = _power_of_two_at_least(os.cpu_count() or 1)
-
-
-cdef TaskSetting task_setting() noexcept nogil:
+cdef TaskSetting setting_of(int plan) noexcept nogil:
     cdef TaskSetting s
-    s.small_kernels, s.tasks = _small_kernels, _tasks
+    s.small_kernels, s.tasks = par.plan_small_kernels(plan), par.plan_tasks(plan)
     return s
-
-
-def _use_small_kernels(bint on):
-    """Set whether mid-size products are cut for BLAS's small-matrix kernels.
-
-    Returns the previous setting so that the caller (or a test) can restore it.
-    """
-    global _small_kernels
-    previous = _small_kernels
-    _small_kernels = on
-    return previous
-
-
-def _task_setting():
-    """(small_kernels, tasks): how this machine's products are cut (see TaskSetting)."""
-    return _small_kernels, _tasks
-
-
-def _use_tasks(Py_ssize_t tasks):
-    """Set how many tasks a big enough product is cut into (for tests); returns the previous value."""
-    global _tasks
-    if tasks < 1:
-        raise ValueError("tasks must be at least 1")
-    previous = _tasks
-    _tasks = tasks
-    return previous
 
 
 cdef bint _small_tasks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint small_kernels) noexcept nogil:
@@ -175,6 +140,11 @@ cdef Tiles _tiles(const Product* p) noexcept nogil:
         # BLAS's A^T B in column-major terms is C = op(A) op(B) with only B transposed.
         return _small_tiles(p.m, p.n, p.k, p.transA == b'N' and p.transB == b'T')
     return _packed_tiles(p.m, p.n, p.k, p.setting.tasks)
+
+
+def in_small_kernel_range(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
+    """Whether a plan's small-kernel cut applies to this product (else its packed cut does)."""
+    return _small_tasks(m, n, k, True)
 
 
 def _task_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, str transA, str transB,
@@ -308,7 +278,7 @@ cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ss
     The bias is written into each tile just before its product is added onto
     it with beta = 1, while the tile is in cache.  ``work`` holds
     product_workspace(m, n, k, setting) elements; ``setting`` is
-    task_setting() as the caller read it.
+    setting_of(plan) as the caller read it.
     """
     cdef Product p
     p.transA, p.transB, p.m, p.n, p.k = transA, transB, m, n, k

@@ -7,5 +7,17 @@ def openmp_enabled():
     return bool(par.FL_HAVE_OPENMP)
 
 
-# The path codes the kernels take, for the Python layer that chooses them.
+# The path codes a plan holds, for the Python layer that chooses them.
 PATHS = {"serial": par.SERIAL, "blocked": par.BLOCKED, "tiled": par.TILED}
+
+
+def make_plan(int path, bint small_kernels, Py_ssize_t tasks):
+    """The int a kernel takes for a path, a small-kernel cut and tasks per product."""
+    if path not in (par.SERIAL, par.BLOCKED, par.TILED) or not 1 <= tasks <= 1 << 20:
+        raise ValueError(f"no such plan: path {path}, tasks {tasks}")
+    return path | (small_kernels << 2) | (tasks << 3)
+
+
+def plan_fields(int plan):
+    """(path, small_kernels, tasks) of a plan made by make_plan."""
+    return par.plan_path(plan), bool(par.plan_small_kernels(plan)), par.plan_tasks(plan)

@@ -13,8 +13,6 @@ import os
 import threading
 import warnings
 
-from fastlinear._gemm import _use_small_kernels
-
 _default = None
 # GNU OpenMP cannot start threads in a child forked after the parent ran an
 # OpenMP team: the child's next parallel region waits forever.  fastlinear
@@ -101,8 +99,8 @@ def _after_fork_in_child():
     blas_threads.after_fork()
 
 
-# OpenBLAS cores with small-matrix GEMM kernels, which fastlinear._gemm cuts
-# mid-size products for.
+# OpenBLAS cores with small-matrix GEMM kernels, which the built-in plans cut
+# mid-size products for (see fastlinear._plans).
 _SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
 
 
@@ -204,6 +202,7 @@ class BlasThreads:
     def __init__(self):
         self._lock = threading.Lock()
         self._libs = None
+        self.small_kernels = False  # whether every held BLAS has small-matrix kernels
         self._shared = self._per_thread = ()
         self._active = 0
         self._saved = ()
@@ -225,7 +224,7 @@ class BlasThreads:
                    if os.path.realpath(lib.filepath).startswith((scipy_dir + os.sep,
                                                                  scipy_dir + ".libs" + os.sep))]
             libs = own or blas
-            _use_small_kernels(bool(libs) and all(map(_has_small_kernels, libs)))
+            self.small_kernels = bool(libs) and all(map(_has_small_kernels, libs))
             self._use_controls(map(_thread_controls, libs))
             self._libs = libs
         return self._libs

@@ -1,12 +1,20 @@
 """Shared helpers.  The tests import the installed fastlinear, not the source tree."""
 import os
+import shutil
 import sys
+import tempfile
 
 _repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `python -m pytest` puts the working directory first on sys.path, where the
 # uncompiled source package would shadow the installed one.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _repo]
 sys.path.insert(0, os.path.join(_repo, "tests"))  # for _helpers
+
+# Plans measured by the suite go to a file of its own, never the user's cache
+# (subprocesses inherit it, and share its plans).
+_plans_dir = tempfile.mkdtemp(prefix="fastlinear-test-plans-")
+os.environ["FASTLINEAR_PLAN_FILE"] = os.path.join(_plans_dir, "plans.json")
+os.environ.pop("FASTLINEAR_PLANS", None)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -16,10 +24,14 @@ import fastlinear  # noqa: E402
 def pytest_report_header(config):
     info = fastlinear._config.config()
     return [f"fastlinear {info['fastlinear']} from {os.path.dirname(fastlinear.__file__)}",
-            f"openmp={info['openmp']} num_threads={info['num_threads']} tiling={info['tiling']} "
+            f"openmp={info['openmp']} num_threads={info['num_threads']} plans={info['plans']} "
             f"blas={[(b['internal_api'], b['version']) for b in info['blas']]}"]
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_plans_dir, ignore_errors=True)

@@ -184,17 +184,18 @@ def test_shape_checks_take_any_array():
 def test_kernels_refuse_inconsistent_arguments():
     """The compiled entry points check what they are given, whoever calls them."""
     from fastlinear import _backward, _forward
-    from fastlinear._parallel import PATHS
+    from fastlinear._parallel import PATHS, make_plan
     x, W, b, dy = arrays(8, 4, 3)
     y = np.empty((8, 3))
     for args in [(x, W, b, np.empty((8, 3), np.float32)), (x, W, b, np.empty((3, 8)).T),
                  (x, W.astype(np.float32), b, y), ([[1.0]], W, b, y), (x, W, b[:2], y)]:
         with pytest.raises(ValueError):
-            _forward.forward(*args, PATHS["tiled"], 2)
+            _forward.forward(*args, make_plan(PATHS["tiled"], False, 2), 2)
     for bufs in [(np.empty((8, 3)), None, None), (None, np.empty((4, 3), np.float32), None),
                  (None, None, np.empty(4))]:
         with pytest.raises(ValueError):
-            _backward.backward(x, W, dy, *bufs, False, False, False, PATHS["blocked"], 2)
+            _backward.backward(x, W, dy, *bufs, False, False, False,
+                               make_plan(PATHS["blocked"], False, 2), 2)
 
 
 def test_non_native_byte_order():
@@ -244,10 +245,10 @@ class _FakeBlas:
     ((64, 64, 64), "tiled"), ((1000, 64, 16), "tiled"), ((32, 256, 128), "tiled"),
     ((20000, 256, 128), "tiled"), ((64, 784, 256), "tiled"),
 ])
-def test_plan(shape, path):
-    """Which strategy runs a shape (see README, How it runs)."""
+def test_default_path(shape, path):
+    """Which strategy the built-in plans give a shape (see docs/design.md)."""
     from fastlinear import _api
-    assert _api.plan(*shape) == {"serial": 0, "blocked": 1, "tiled": 2}[path]
+    assert _api.default_path(*shape) == {"serial": 0, "blocked": 1, "tiled": 2}[path]
 
 
 @pytest.mark.parametrize("info, expected", [

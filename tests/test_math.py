@@ -223,45 +223,54 @@ def test_blas_dimension_split(rng, shape):
 
 @pytest.fixture(params=[(False, 2), (False, 8), (True, 2)],
                 ids=["packed-tiles-2", "packed-tiles-8", "small-kernel-tiles"])
-def small_kernel_tiles(request):
-    """The ways of cutting mid-size products into tasks, whatever this machine has:
-    packed tiles as on 2 and on 8 CPUs, and tiles for small-matrix kernels."""
-    from fastlinear import _gemm
-    from fastlinear._threads import blas_threads
-    blas_threads.libraries()  # its detection has run, so the setting below holds
+def tiled_plan(request):
+    """The ways a plan may cut mid-size products into tasks, whatever this machine
+    has: packed tiles as on 2 and on 8 CPUs, and tiles for small-matrix kernels."""
+    from fastlinear._parallel import PATHS, make_plan
     small_kernels, tasks = request.param
-    previous = _gemm._use_small_kernels(small_kernels), _gemm._use_tasks(tasks)
-    yield
-    _gemm._use_small_kernels(previous[0])
-    _gemm._use_tasks(previous[1])
+    return make_plan(PATHS["tiled"], small_kernels, tasks)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(64, 784, 256), (77, 301, 203), (33, 1000, 40), (130, 90, 700),
                                    (4000, 100, 330)], ids=str)
-def test_mid_size_tilings(rng, small_kernel_tiles, shape, dtype):
+def test_mid_size_tilings(rng, tiled_plan, shape, dtype):
     """Each cut matches the reference in every BLAS layout, with and without
     accumulating, and gives the same bits for any thread count.  (4000, 100,
     330) has its dW split along k either way."""
+    from fastlinear._api import backward_planned, forward_planned
+    from fastlinear._parallel import plan_fields
     N, M_in, M_out = shape
     if shape == (4000, 100, 330):
         from fastlinear import _gemm
-        assert _gemm._task_grid(M_in, M_out, N, "T", "N", *_gemm._task_setting())[2] > 1
+        _, small_kernels, tasks = plan_fields(tiled_plan)
+        assert _gemm._task_grid(M_in, M_out, N, "T", "N", small_kernels, tasks)[2] > 1
+
+    def step(x, W, b, dy, num_threads, **buffers):
+        y = forward_planned(x, W, b, None, num_threads, tiled_plan)
+        return y, backward_planned(x, W, dy, True, True, True, buffers.get("dx"),
+                                   buffers.get("dW"), buffers.get("db"), bool(buffers),
+                                   num_threads, tiled_plan)
+
     x0, W0, dy0 = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
     b = make(rng, M_out, dtype)
+    ry, rdx, rdW, rdb = reference(x0, W0, b, dy0)
     F = np.asfortranarray
     for x, W, dy in [(x0, W0, dy0), (F(x0), F(W0), dy0), (x0, F(W0), F(dy0)), (F(x0), W0, F(dy0))]:
-        y, g = check_all(x, W, b, dy)
+        y, g = step(x, W, b, dy, 2)
+        assert_close(y, ry, dtype, M_in)
+        for got, want, k in zip(g, (rdx, rdW, rdb), (M_out, N, N)):
+            assert_close(got, want, dtype, k)
         for t in (1, 3):
-            np.testing.assert_array_equal(fastlinear.linear_forward(x, W, b, num_threads=t), y)
-            for got, want in zip(fastlinear.linear_backward(x, W, dy, num_threads=t), g):
+            y_t, g_t = step(x, W, b, dy, t)
+            np.testing.assert_array_equal(y_t, y)
+            for got, want in zip(g_t, g):
                 np.testing.assert_array_equal(got, want)
     start = [make(rng, a.shape, dtype) for a in (x0, W0, b)]
-    _, rdx, rdW, rdb = reference(x0, W0, b, dy0)
     results = []
     for t in (1, 3):
         dx, dW, db = (a.copy() for a in start)
-        fastlinear.linear_backward(x0, W0, dy0, dx=dx, dW=dW, db=db, accumulate=True, num_threads=t)
+        step(x0, W0, b, dy0, t, dx=dx, dW=dW, db=db)
         assert_close(dx, rdx + start[0], dtype, M_out)
         assert_close(dW, rdW + start[1], dtype, N)
         assert_close(db, rdb + start[2], dtype, N)
@@ -306,6 +315,6 @@ def test_packed_tiles_follow_cpu_count(mnk, tasks):
 
 def test_tasks_are_the_cpu_count():
     from fastlinear import _gemm
-    _, tasks = _gemm._task_setting()
+    tasks = _gemm.machine_tasks()
     cpus = os.cpu_count() or 1
     assert tasks >= cpus and tasks < 2 * cpus and tasks & (tasks - 1) == 0

@@ -1,0 +1,389 @@
+"""Plans: how each class of problem is run, chosen by measuring on this machine.
+
+A plan (see _parallel.pxd) says which path a call takes (on the calling
+thread, over row blocks, or over tiles of each product), whether mid-size
+products are cut for BLAS's small-matrix kernels, and how many tasks a big
+product is cut into.  Any plan gives the right result; which is fastest
+depends on the CPU and its BLAS.  The first time a class of problem (its
+direction, dtype, M_in, M_out and N to within a factor of 2) is seen, the
+candidate plans are timed briefly on data of that shape and the fastest is
+kept, in memory and in a JSON file in the user's cache directory keyed by CPU,
+BLAS and fastlinear version, so that a later process pays nothing and gets
+the same bits.  A plan never depends on the thread count of a call, so
+results stay identical for every ``num_threads``.
+
+``FASTLINEAR_PLANS`` (or :func:`set_planning`) chooses the mode: ``measure``
+(the default), ``file`` (plans from the file, built-in ones for the rest,
+nothing measured or written) or ``off`` (built-in plans only, no file read).
+``FASTLINEAR_PLAN_FILE`` pins the file.
+"""
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import warnings
+
+import numpy as np
+
+from . import _api, _gemm, _parallel
+from ._threads import blas_threads, get_num_threads
+
+MODES = ("measure", "file", "off")
+FORMAT = 1
+# A candidate replaces the built-in plan only when its median is this much
+# faster: a closer call would let the machine's noise choose.
+MARGIN = 0.97
+# Seconds of timed calls per class of problem (at least 2 rounds of every
+# candidate after an untimed one, at most 15), which bounds the time spent
+# planning it to about 3 calls of each candidate where calls are long.
+BUDGET = 0.03
+# Problems below this many multiply-adds always run on the calling thread:
+# waking a second thread and handing the GIL over take microseconds on any
+# machine, as long as such a problem takes on one core.
+MIN_PLANNED_WORK = 1 << 15
+# ... and from this many on they never do where there is more than one CPU.
+MAX_SERIAL_WORK = 1 << 24
+# Row blocks are a candidate for W of at most this many weights: past it
+# each block's partial dW outgrows a core's cache.
+MAX_BLOCKED_WEIGHTS = 1 << 14
+PATH_NAMES = {code: name for name, code in _parallel.PATHS.items()}
+
+
+def _cache_dir():
+    """fastlinear's folder in the user's cache directory."""
+    if sys.platform == "win32":
+        root = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+        return os.path.join(root, "fastlinear", "Cache")
+    if sys.platform == "darwin":
+        return os.path.expanduser("~/Library/Caches/fastlinear")
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                        "fastlinear")
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu():
+    """The CPU's model name, with family and model where /proc/cpuinfo has them."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
+
+
+def identity():
+    """What a plan file must match to be used: plans measured elsewhere are guesses."""
+    from . import __version__
+    return {"fastlinear": __version__, "cpu": _cpu(), "cpus": os.cpu_count() or 1,
+            "blas": [f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', None)} "
+                     f"{os.path.basename(lib.filepath)}" for lib in blas_threads.libraries()]}
+
+
+def _make_plan(kind, path, small_kernels):
+    """A plan; the small-kernel cut is set only where the call cuts products
+    into tasks (a forward on the calling thread, or over row blocks, makes one
+    BLAS call per block), so that one computation has one plan."""
+    tiles = path == _parallel.PATHS["tiled"] or (path == _parallel.PATHS["serial"] and kind != "f")
+    return _parallel.make_plan(path, small_kernels and tiles, _gemm.machine_tasks())
+
+
+def default_plan(kind, N, M_in, M_out):
+    """The built-in plan: fixed rules on the shape (see _api.default_path)."""
+    blas_threads.libraries()  # settles blas_threads.small_kernels
+    return _make_plan(kind, _api.default_path(N, M_in, M_out), blas_threads.small_kernels)
+
+
+def _products(kind, N, M_in, M_out):
+    """(m, n, k) of the GEMMs a call of this kind makes."""
+    if kind == "f":
+        return [(N, M_out, M_in)]
+    return ([(N, M_in, M_out)] if kind[1] == "1" else []) + \
+        ([(M_in, M_out, N)] if kind[2] == "1" else [])
+
+
+def candidates(kind, N, M_in, M_out):
+    """Every plan a call of this kind and shape may be given; the built-in one first."""
+    default = default_plan(kind, N, M_in, M_out)
+    work = float(N) * M_out * (M_in + 1) + float(N) * M_in + float(M_in) * M_out
+    if work < MIN_PLANNED_WORK:
+        return [default]
+    paths = [_parallel.PATHS["tiled"]]
+    if work < MAX_SERIAL_WORK or (os.cpu_count() or 1) == 1:
+        paths.append(_parallel.PATHS["serial"])
+    if float(M_in) * M_out <= MAX_BLOCKED_WEIGHTS and N >= 64:
+        paths.append(_parallel.PATHS["blocked"])
+    small = any(_gemm.in_small_kernel_range(*mnk) for mnk in _products(kind, N, M_in, M_out))
+    plans = [default]
+    for path in paths:
+        for small_kernels in (False, True) if small else (False,):
+            plan = _make_plan(kind, path, small_kernels)
+            if plan not in plans:
+                plans.append(plan)
+    return plans
+
+
+def _key(kind, dtype, N, M_in, M_out):
+    return f"{kind}:{np.dtype(dtype).name}:{int(N).bit_length()}:{M_in}:{M_out}"
+
+
+def _parse_key(key):
+    """The fields of a key made by _key; raises ValueError unless it is one."""
+    kind, dtype, bits, M_in, M_out = key.split(":")
+    if kind not in ("f", "b00", "b01", "b10", "b11") or dtype not in ("float32", "float64"):
+        raise ValueError(key)
+    bits, M_in, M_out = int(bits), int(M_in), int(M_out)
+    if not (0 <= bits <= 64 and 0 <= M_in < 2 ** 63 and 0 <= M_out < 2 ** 63):
+        raise ValueError(key)
+    return kind, dtype, bits, M_in, M_out
+
+
+def _plan_from_json(entry):
+    """A plan from its JSON form {"path", "small_kernels", "tasks"}; ValueError if not one."""
+    if not (isinstance(entry, dict) and set(entry) == {"path", "small_kernels", "tasks"}
+            and entry["path"] in _parallel.PATHS and isinstance(entry["small_kernels"], bool)
+            and type(entry["tasks"]) is int and 1 <= entry["tasks"] <= 1024):
+        raise ValueError(entry)
+    return _parallel.make_plan(_parallel.PATHS[entry["path"]], entry["small_kernels"],
+                               entry["tasks"])
+
+
+def plan_to_json(plan):
+    path, small_kernels, tasks = _parallel.plan_fields(plan)
+    return {"path": PATH_NAMES[path], "small_kernels": small_kernels, "tasks": tasks}
+
+
+def _problem(kind, dtype, N, M_in, M_out):
+    """A call of this kind on random data of this shape, given a plan and a thread count."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, M_in)).astype(dtype)
+    W = rng.standard_normal((M_in, M_out)).astype(dtype)
+    if kind == "f":
+        b, y = np.zeros(M_out, dtype), np.empty((N, M_out), dtype)
+        return lambda plan, threads: _api.forward_planned(x, W, b, y, threads, plan)
+    dy = rng.standard_normal((N, M_out)).astype(dtype)
+    dx = np.empty_like(x) if kind[1] == "1" else None
+    dW = np.empty_like(W) if kind[2] == "1" else None
+    db = np.empty(M_out, dtype)
+    return lambda plan, threads: _api.backward_planned(x, W, dy, True, dx is not None,
+                                                       dW is not None, dx, dW, db, False,
+                                                       threads, plan)
+
+
+def measure(kind, dtype, N, M_in, M_out, plans):
+    """The fastest of ``plans`` (the built-in one first) on this machine, and
+    {plan: fastest seconds}; interleaved rounds at the default thread count.
+
+    The fastest of the rounds, not their median: on a shared machine a round
+    is slowed by whatever else runs, never sped up.
+    """
+    call = _problem(kind, dtype, N, M_in, M_out)
+    threads = get_num_threads()
+    first = []
+    for plan in plans:  # the untimed first call: pages, BLAS buffers, the thread team
+        t = time.perf_counter()
+        call(plan, threads)
+        first.append(time.perf_counter() - t)
+    rounds = int(min(15, max(2, BUDGET / max(sum(first), 1e-9))))
+    times = {plan: [] for plan in plans}
+    for r in range(rounds):
+        for plan in plans[r % len(plans):] + plans[:r % len(plans)]:
+            t = time.perf_counter()
+            call(plan, threads)
+            times[plan].append(time.perf_counter() - t)
+    fastest = {plan: min(ts) for plan, ts in times.items()}
+    best = min(plans, key=fastest.get)
+    if fastest[best] > MARGIN * fastest[plans[0]]:
+        best = plans[0]
+    return best, fastest
+
+
+class Planner:
+    """The plans of this process: from the plan file, measured, or built in."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        mode = os.environ.get("FASTLINEAR_PLANS", "measure").strip().lower() or "measure"
+        if mode not in MODES:
+            warnings.warn(f"fastlinear: FASTLINEAR_PLANS={mode!r} is not one of {MODES}; "
+                          "measuring plans", RuntimeWarning, stacklevel=2)
+            mode = "measure"
+        self.mode = mode
+        self.file = os.environ.get("FASTLINEAR_PLAN_FILE") or None
+        self._reset()
+
+    def _reset(self):
+        self.plans = None  # key -> plan, from the file or measured here; None until read
+        self.measured = 0
+        self.seconds = 0.0
+        _api.forget_plans()
+
+    def configure(self, mode, file):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if file is not None and not isinstance(file, (str, os.PathLike)):
+            raise TypeError(f"plan_file must be a path or None, got {type(file).__name__}")
+        with self._lock:
+            self.mode, self.file = mode, None if file is None else os.fspath(file)
+            self._reset()
+
+    def path(self):
+        """The plan file: the pinned one, else one per identity in the user's cache."""
+        if self.file is not None:
+            return self.file
+        digest = hashlib.sha256(json.dumps(identity(), sort_keys=True).encode()).hexdigest()
+        return os.path.join(_cache_dir(), f"plans-{digest[:16]}.json")
+
+    def choose(self, kind, dtype, N, M_in, M_out):
+        """The plan for a call (the C-level table in _api keeps it afterwards)."""
+        if self.mode == "off":
+            return default_plan(kind, N, M_in, M_out)
+        key = _key(kind, dtype, N, M_in, M_out)
+        with self._lock:
+            if self.plans is None:
+                self.plans = self._read()
+            if key in self.plans:
+                return self.plans[key]
+            plans = candidates(kind, N, M_in, M_out)
+            if self.mode != "measure" or len(plans) == 1:
+                return plans[0]
+            # Under the file's lock: a process planning the same class at
+            # once waits, then takes this plan, so both compute the same bits.
+            with self._file_lock():
+                self.plans.update(self._read())
+                if key not in self.plans:
+                    start = time.perf_counter()
+                    self.plans[key] = measure(kind, dtype, N, M_in, M_out, plans)[0]
+                    self.seconds += time.perf_counter() - start
+                    self.measured += 1
+                    self._write()
+            return self.plans[key]
+
+    def _read(self):
+        """The valid plans of the plan file; {} with a warning if it cannot be trusted."""
+        path = self.path()
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                text = f.read()
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            return self._distrust(path, f"cannot be read ({e})")
+        if self.file is None and hasattr(os, "geteuid") and (
+                st.st_uid != os.geteuid() or st.st_mode & 0o022):
+            return self._distrust(path, "can be written by another user")
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or data.get("format") != FORMAT:
+                raise ValueError("not a fastlinear plan file")
+            if data.get("identity") != identity():
+                return self._distrust(path, "was made for another CPU, BLAS or fastlinear "
+                                            f"version ({data.get('identity')})")
+            plans = {}
+            for key, entry in data["plans"].items():
+                _parse_key(key)
+                plans[key] = _plan_from_json(entry)
+            return plans
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            return self._distrust(path, f"is corrupt ({type(e).__name__}: {e})")
+
+    def _distrust(self, path, why):
+        warnings.warn(f"fastlinear: ignoring the plan file {path}: it {why}; using plans "
+                      "measured here or built in", RuntimeWarning, stacklevel=5)
+        return {}
+
+    @contextlib.contextmanager
+    def _file_lock(self):
+        path = self.path()
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # Windows: the write is still atomic
+            yield
+            return
+        with open(path + ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _write(self):
+        """Replace the plan file at once (a reader sees the old file or the new one)."""
+        path = self.path()
+        data = {"format": FORMAT, "identity": identity(),
+                "plans": {key: plan_to_json(plan) for key, plan in sorted(self.plans.items())}}
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".plans-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f, indent=1)
+            os.replace(tmp, path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            warnings.warn(f"fastlinear: cannot write the plan file {path} ({e}); plans "
+                          "measured here last until this process ends", RuntimeWarning,
+                          stacklevel=5)
+
+    def after_fork(self):
+        self._lock = threading.Lock()
+
+    def summary(self):
+        with self._lock:
+            plans = self.plans if self.plans is not None else (
+                self._read() if self.mode != "off" else {})
+        return {"mode": self.mode, "file": None if self.mode == "off" else self.path(),
+                "plans": len(plans), "measured_here": self.measured,
+                "planning_seconds": round(self.seconds, 4)}
+
+
+planner = Planner()
+_api.set_planner(planner)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=planner.after_fork)
+
+
+def set_planning(mode="measure", plan_file=None):
+    """Choose how calls are planned in this process.
+
+    Parameters
+    ----------
+    mode : {"measure", "file", "off"}
+        ``measure``: plans from the plan file, and a new class of problem is
+        timed on its first call (a few tens of milliseconds) and its plan
+        added to the file.  ``file``: plans from the file, built-in plans for
+        the rest; nothing is measured or written.  ``off``: built-in plans
+        only; no file is read.
+    plan_file : str or path, optional
+        The plan file; by default one per CPU, BLAS and fastlinear version in
+        the user's cache directory.
+    """
+    planner.configure(mode, plan_file)
+
+
+def tune(shapes, dtypes=("float32", "float64")):
+    """Plan ahead: measure the plans of each (N, M_in, M_out) in ``shapes``.
+
+    Plans the forward, the backward, and the backward without dx (a first
+    layer), for each dtype, and adds them to the plan file, so that training
+    later pays nothing for planning.  Returns {key: plan as JSON}.
+    """
+    chosen = {}
+    for N, M_in, M_out in shapes:
+        for dtype in dtypes:
+            for kind in ("f", "b11", "b01"):
+                plan = planner.choose(kind, np.dtype(dtype).name, N, M_in, M_out)
+                chosen[_key(kind, dtype, N, M_in, M_out)] = plan_to_json(plan)
+    return chosen
