@@ -1,0 +1,247 @@
+"""Plans: every candidate computes the right result, and plan files are trusted only when valid."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from _helpers import DTYPES, assert_close, make, reference, run_script
+
+import fastlinear
+from fastlinear import _plans
+from fastlinear._api import backward_planned, forward_planned
+from fastlinear._parallel import PATHS, make_plan
+
+KINDS = ["f", "b11", "b01", "b10"]
+# Shapes with several candidates: around the serial bound, mid-size products in
+# the small-kernel range, tall and narrow ones where row blocks compete.
+PLANNED_SHAPES = [(32, 64, 128), (64, 784, 256), (128, 512, 512), (2049, 33, 7), (5000, 64, 16),
+                  (300, 40, 300)]
+
+
+@pytest.fixture
+def plan_file(tmp_path):
+    """A planner measuring into a fresh file; the suite's own settings afterwards."""
+    path = tmp_path / "plans.json"
+    fastlinear.set_planning("measure", path)
+    yield path
+    fastlinear.set_planning("measure", os.environ["FASTLINEAR_PLAN_FILE"])
+
+
+def _run(plan, x, W, b, dy, num_threads, kind="b11"):
+    y = forward_planned(x, W, b, None, num_threads, plan)
+    g = backward_planned(x, W, dy, b is not None, kind[1] == "1", kind[2] == "1", None, None,
+                         None, False, num_threads, plan)
+    return (y,) + tuple(g)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", PLANNED_SHAPES, ids=str)
+def test_every_candidate_matches_the_reference(rng, shape, dtype):
+    """Whatever this machine picks, every plan the planner may pick is right,
+    in C and Fortran layouts, with the same bits for any thread count."""
+    N, M_in, M_out = shape
+    x, W, dy = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
+    b = make(rng, M_out, dtype)
+    ry, rdx, rdW, rdb = reference(x, W, b, dy)
+    plans = {p for kind in KINDS for p in _plans.candidates(kind, N, M_in, M_out)}
+    assert len(plans) > 1, "a shape here must have several candidates"
+    for plan in sorted(plans):
+        for xs, Ws, dys in [(x, W, dy), (np.asfortranarray(x), np.asfortranarray(W), np.asfortranarray(dy))]:
+            y, dx, dW, db = _run(plan, xs, Ws, b, dys, 2)
+            assert_close(y, ry, dtype, M_in)
+            assert_close(dx, rdx, dtype, M_out)
+            assert_close(dW, rdW, dtype, N)
+            assert_close(db, rdb, dtype, N)
+            for t in (1, 3):
+                for got, want in zip(_run(plan, xs, Ws, b, dys, t), (y, dx, dW, db)):
+                    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", PLANNED_SHAPES, ids=str)
+def test_candidates(shape):
+    """The built-in plan comes first, there are no duplicates, and each is a plan."""
+    for kind in KINDS:
+        plans = _plans.candidates(kind, *shape)
+        assert plans[0] == _plans.default_plan(kind, *shape)
+        assert len(set(plans)) == len(plans)
+        for plan in plans:
+            assert _plans.plan_to_json(plan)["path"] in PATHS
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_small_problems_have_one_candidate(kind):
+    (plan,) = _plans.candidates(kind, 8, 8, 8)
+    assert _plans.plan_to_json(plan)["path"] == "serial"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_identical_across_thread_counts_with_planning(plan_file, dtype):
+    rng = np.random.default_rng(7)
+    for N, M_in, M_out in PLANNED_SHAPES:
+        x, W, dy = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
+        b = make(rng, M_out, dtype)
+        results = []
+        for t in (1, 2, 3, 4):
+            y = fastlinear.linear_forward(x, W, b, num_threads=t)
+            results.append((y,) + tuple(fastlinear.linear_backward(x, W, dy, num_threads=t)))
+        for other in results[1:]:
+            for a, c in zip(results[0], other):
+                np.testing.assert_array_equal(a, c)
+    assert json.loads(plan_file.read_text())["plans"], "the planner measured and wrote nothing"
+
+
+def test_plans_are_written_and_reused(plan_file):
+    """A second process reads the plans and measures nothing."""
+    fastlinear.tune([(64, 784, 256)], dtypes=["float64"])
+    data = json.loads(plan_file.read_text())
+    assert data["identity"] == _plans.identity()
+    keys = set(data["plans"])
+    assert any(k.startswith("f:float64:7:784:256") for k in keys)
+    out = run_script(f"""
+        import json, numpy as np, fastlinear
+        fastlinear.set_planning("measure", {str(plan_file)!r})
+        x, W = np.ones((64, 784)), np.ones((784, 256))
+        fastlinear.linear_forward(x, W)
+        fastlinear.linear_backward(x, W, np.ones((64, 256)))
+        print(json.dumps(fastlinear._config.config()["plans"]))
+    """)
+    summary = json.loads(out.splitlines()[-1])
+    assert summary["measured_here"] == 0 and summary["planning_seconds"] == 0
+    assert set(json.loads(plan_file.read_text())["plans"]) == keys
+
+
+def test_a_pinned_plan_is_used(plan_file, rng):
+    """The plan in the file decides how a call runs: the bits are those of that plan."""
+    x, W, dy = make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64), make(rng, (64, 256), np.float64)
+    for path, small_kernels in [("serial", False), ("tiled", True), ("tiled", False)]:
+        plan = make_plan(PATHS[path], small_kernels, 2)
+        plan_file.write_text(json.dumps({
+            "format": _plans.FORMAT, "identity": _plans.identity(),
+            "plans": {"b11:float64:7:784:256": _plans.plan_to_json(plan)}}))
+        fastlinear.set_planning("file", plan_file)
+        got = fastlinear.linear_backward(x, W, dy, bias=False)
+        want = backward_planned(x, W, dy, False, True, True, None, None, None, False, None, plan)
+        for a, c in zip(got, want):
+            if a is not None:
+                np.testing.assert_array_equal(a, c)
+    assert _plans.planner.summary()["measured_here"] == 0
+
+
+def _valid_file(plan_json):
+    return {"format": _plans.FORMAT, "identity": _plans.identity(),
+            "plans": {"f:float64:7:784:256": plan_json}}
+
+
+@pytest.mark.parametrize("content, why", [
+    ("{not json", "corrupt"),
+    (json.dumps([1, 2]), "corrupt"),
+    (json.dumps({"format": 99, "plans": {}}), "corrupt"),
+    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2}),
+                     identity={"cpu": "another"})), "another CPU"),
+    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2}),
+                     identity=dict(_plans.identity(), fastlinear="0.0.1"))), "another CPU"),
+    (json.dumps(_valid_file({"path": "gpu", "small_kernels": False, "tasks": 2})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": 1, "tasks": 2})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": -3})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "x": 1})), "corrupt"),
+    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2}),
+                     plans={"f:float16:7:784:256": {"path": "tiled", "small_kernels": False,
+                                                     "tasks": 2}})), "corrupt"),
+    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2}),
+                     plans={"os.system('x')": {"path": "tiled", "small_kernels": False,
+                                               "tasks": 2}})), "corrupt"),
+])
+def test_untrusted_plan_files_are_ignored(plan_file, rng, content, why):
+    plan_file.write_text(content)
+    fastlinear.set_planning("file", plan_file)
+    x, W = make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64)
+    with pytest.warns(RuntimeWarning, match=why):
+        y = fastlinear.linear_forward(x, W)
+    assert_close(y, x @ W, np.float64, 784)
+    assert plan_file.read_text() == content  # "file" mode never writes
+    fastlinear.set_planning("off")
+    np.testing.assert_array_equal(fastlinear.linear_forward(x, W), y)  # the built-in plan
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX file ownership")
+def test_a_cache_file_others_can_write_is_ignored(tmp_path, monkeypatch, rng):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    fastlinear.set_planning("measure", None)
+    try:
+        path = _plans.planner.path()
+        assert path.startswith(str(tmp_path))
+        os.makedirs(os.path.dirname(path))
+        with open(path, "w") as f:
+            json.dump(_valid_file({"path": "serial", "small_kernels": False, "tasks": 2}), f)
+        os.chmod(path, 0o666)
+        fastlinear.set_planning("file", None)
+        with pytest.warns(RuntimeWarning, match="another user"):
+            fastlinear.linear_forward(make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64))
+    finally:
+        fastlinear.set_planning("measure", os.environ["FASTLINEAR_PLAN_FILE"])
+
+
+def test_off_gives_the_built_in_plans(tmp_path):
+    path = tmp_path / "never.json"
+    fastlinear.set_planning("off", path)
+    try:
+        for kind in KINDS:
+            for shape in PLANNED_SHAPES:
+                assert _plans.planner.choose(kind, "float64", *shape) == _plans.default_plan(kind, *shape)
+        fastlinear.linear_forward(np.ones((64, 784)), np.ones((784, 256)))
+        assert not path.exists()
+        assert _plans.planner.summary() == {"mode": "off", "file": None, "plans": 0,
+                                            "measured_here": 0, "planning_seconds": 0.0}
+    finally:
+        fastlinear.set_planning("measure", os.environ["FASTLINEAR_PLAN_FILE"])
+
+
+def test_environment_chooses_the_mode(tmp_path):
+    path = tmp_path / "plans.json"
+    env = dict(os.environ, FASTLINEAR_PLANS="off", FASTLINEAR_PLAN_FILE=str(path))
+    code = "import fastlinear, numpy as np; fastlinear.linear_forward(np.ones((64, 784)), np.ones((784, 256))); print(fastlinear._config.config()['plans']['mode'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout
+    assert out.strip() == "off" and not path.exists()
+    env["FASTLINEAR_PLANS"] = "sometimes"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          cwd=tmp_path, check=True)
+    assert proc.stdout.strip() == "measure" and "FASTLINEAR_PLANS" in proc.stderr
+
+
+def test_set_planning_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="mode"):
+        fastlinear.set_planning("fast")
+    with pytest.raises(TypeError, match="plan_file"):
+        fastlinear.set_planning("measure", 3)
+
+
+def test_two_processes_planning_at_once(tmp_path):
+    """Both finish, the file is valid, and both ran with the plans it holds."""
+    path = tmp_path / "plans.json"
+    code = textwrap.dedent(f"""
+        import json, numpy as np, fastlinear
+        from fastlinear import _plans
+        fastlinear.set_planning("measure", {str(path)!r})
+        fastlinear.tune([(64, 784, 256), (5000, 64, 16), (128, 512, 512)], dtypes=["float64"])
+        print(json.dumps({{k: _plans.plan_to_json(v) for k, v in _plans.planner.plans.items()}}))
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    saved = json.loads(path.read_text())["plans"]
+    for out, _ in outs:
+        assert json.loads(out.splitlines()[-1]) == saved
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".plans-")]  # no leftovers
+
+
+def test_show_config_reports_plans(plan_file, capsys):
+    fastlinear.tune([(64, 784, 256)], dtypes=["float32"])
+    fastlinear.show_config()
+    out = capsys.readouterr().out
+    assert str(plan_file) in out and "measured_here" in out
