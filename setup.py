@@ -18,7 +18,7 @@ from setuptools.command.build_ext import build_ext
 
 # The kernels, then the validating API: its checks read array headers at C level,
 # which is most of the time of a call on small arrays.
-MODULES = ["_blas", "_parallel", "_gemm", "_colsum", "_forward", "_backward", "_api"]
+MODULES = ["_blas", "_parallel", "_epilogue", "_gemm", "_colsum", "_forward", "_backward", "_api"]
 OPENMP_FLAGS = {"unix": (["-fopenmp"], ["-fopenmp"]), "msvc": (["/openmp"], [])}
 
 

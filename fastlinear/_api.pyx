@@ -20,6 +20,7 @@ cimport fastlinear._parallel as par
 from fastlinear._backward cimport backward
 from fastlinear._blas cimport blas_int_max, extent, layout
 from fastlinear._forward cimport forward
+from fastlinear._epilogue cimport NO_ACTIVATION, RELU, TANH, SIGMOID, GELU, GELU_TANH
 from fastlinear._parallel import openmp_enabled
 from fastlinear._threads import MAX_THREADS, blas_threads, check_threads, team_started
 
@@ -51,6 +52,20 @@ cdef enum:
     NARROW_ROWS = 1 << 11
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+# The activations a call may apply, by name (codes of fastlinear._epilogue).
+ACTIVATIONS = {None: NO_ACTIVATION, "relu": RELU, "tanh": TANH, "sigmoid": SIGMOID,
+               "gelu": GELU, "gelu_tanh": GELU_TANH}
+
+
+cdef int _activation(activation) except -1:
+    """The code of an activation name; raises naming the valid ones."""
+    if activation is None:
+        return NO_ACTIVATION
+    if isinstance(activation, str) and activation in ACTIVATIONS:
+        return ACTIVATIONS[activation]
+    raise (ValueError if isinstance(activation, str) else TypeError)(
+        f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, "
+        f"got {activation!r}")
 _OPENMP = openmp_enabled()
 
 
@@ -290,14 +305,15 @@ cdef bint _has_shape_like(cnp.ndarray a, like, Py_ssize_t last) noexcept:
 
 
 # Names of the arrays an output is checked against, in the order they are passed.
-cdef tuple _FORWARD_NAMES = ("x", "W", "b")
-cdef tuple _BACKWARD_NAMES = ("x", "W", "dy", "dx", "dW")
+cdef tuple _FORWARD_NAMES = ("x", "W", "b", "out")
+cdef tuple _BACKWARD_NAMES = ("x", "W", "dy", "dx", "dW", "y")
+cdef tuple _BACKWARD_NAMES_Z = ("x", "W", "dy", "dx", "dW", "z")
 
 
 cdef int _check_out(out, str name, like, Py_ssize_t last, int typenum, tuple names,
-                    a0, a1, a2, a3=None, a4=None) except -1:
+                    a0, a1, a2, a3=None, a4=None, a5=None) except -1:
     """Raise unless ``out`` can receive a result of type ``typenum`` and shape
-    _shape_like(like, last), overlapping none of a0 ... a4 (named by ``names``).
+    _shape_like(like, last), overlapping none of a0 ... a5 (named by ``names``).
     """
     if not isinstance(out, cnp.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(out).__name__}")
@@ -319,7 +335,8 @@ cdef int _check_out(out, str name, like, Py_ssize_t last, int typenum, tuple nam
     _apart(o, lo, hi, name, a1, names, 1)
     _apart(o, lo, hi, name, a2, names, 2)
     _apart(o, lo, hi, name, a3, names, 3)
-    return _apart(o, lo, hi, name, a4, names, 4)
+    _apart(o, lo, hi, name, a4, names, 4)
+    return _apart(o, lo, hi, name, a5, names, 5)
 
 
 cdef int _apart(cnp.ndarray o, char* lo, char* hi, str name, a, tuple names,
@@ -409,16 +426,23 @@ cdef int _threads(num_threads, int path) except 0:
     return n
 
 
-def linear_forward(x, W, b=None, *, out=None, num_threads=None):
-    """y = x @ W + b for x of shape (..., M_in).
+def linear_forward(x, W, b=None, *, activation=None, out=None, z=None, num_threads=None):
+    """y = f(x @ W + b) for x of shape (..., M_in), f an activation or none.
 
     Parameters
     ----------
     x : array_like, shape (..., M_in), float32 or float64
     W : array_like, shape (M_in, M_out), same dtype
     b : array_like, shape (M_out,), same dtype, or None for no bias
+    activation : {None, "relu", "tanh", "sigmoid", "gelu", "gelu_tanh"}
+        f, applied to each block of y while it is in cache.  "gelu" is
+        x Phi(x) with the exact erf, "gelu_tanh" PyTorch's
+        ``approximate="tanh"`` form.
     out : ndarray of shape (..., M_out) and the same dtype, optional
         Written with the result (and returned).  It must not overlap an input.
+    z : ndarray of shape (..., M_out) and the same dtype, optional
+        Written with the pre-activation x @ W + b, which
+        :func:`linear_backward` needs for "gelu" and "gelu_tanh".
     num_threads : int, optional
         Threads for this call; default :func:`fastlinear.get_num_threads`.
 
@@ -426,11 +450,12 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     -------
     y : ndarray, shape (..., M_out)
     """
-    return forward_planned(x, W, b, out, num_threads, -1)
+    return forward_planned(x, W, b, activation, out, z, num_threads, -1)
 
 
-cpdef forward_planned(x, W, b, out, num_threads, int plan):
+cpdef forward_planned(x, W, b, activation, out, z, num_threads, int plan):
     """linear_forward with a given plan (see fastlinear._plans), or the planner's if -1."""
+    cdef int act = _activation(activation)
     x = _float_array(x, "x")
     W = _float_array(W, "W")
     if b is not None:
@@ -442,6 +467,8 @@ cpdef forward_planned(x, W, b, out, num_threads, int plan):
     cdef bint flat = cnp.PyArray_NDIM(<cnp.ndarray>x) == 2
     if out is not None:
         _check_out(out, "out", x, M_out, typenum, _FORWARD_NAMES, x, W, b)
+    if z is not None:
+        _check_out(z, "z", x, M_out, typenum, _FORWARD_NAMES, x, W, b, out)
     cdef Py_ssize_t N = _rows_of(x)
     if plan < 0:
         plan = _plan_for(0, typenum, N, M_in, M_out)
@@ -453,26 +480,31 @@ cpdef forward_planned(x, W, b, out, num_threads, int plan):
     W = _as_rows(W, M_in, M_out)
     if b is not None and not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>b):
         b = np.array(b, order="C")
-    cdef bint copy_back
+    cdef bint copy_back, copy_z = False
     y = _target(out, N, M_out, typenum, False, &copy_back)
+    tz = _target(z, N, M_out, typenum, False, &copy_z) if z is not None else None
     _hold_blas(path)
     try:
-        forward(x2, W, b, y, plan, threads)
+        forward(x2, W, b, y, act, tz, plan, threads)
     finally:
         _release_blas(path)
     if copy_back:
         np.copyto(out, y.reshape(out.shape))
+    if copy_z:
+        np.copyto(z, tz.reshape(z.shape))
     if out is not None:
         return out
     return y if flat else y.reshape(x.shape[:-1] + (M_out,))
 
 
-def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
-                    dx=None, dW=None, db=None, accumulate=False, num_threads=None):
-    """Gradients of y = x @ W + b given dy = dL/dy.
+def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=False,
+                    bias=True, need_dx=True, need_dW=True, dx=None, dW=None, db=None,
+                    accumulate=False, num_threads=None):
+    """Gradients of y = f(x @ W + b) given dy = dL/dy.
 
-    dx = dy @ W.T, dW = x.T @ dy (summed over all leading dimensions) and
-    db = dy summed over all but the last axis.
+    With dz = dy * f'(x @ W + b) (dz = dy without an activation): dx = dz @ W.T,
+    dW = x.T @ dz (summed over all leading dimensions) and db = dz summed over
+    all but the last axis.
 
     Parameters
     ----------
@@ -480,6 +512,18 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
         The forward input.
     W : array_like, shape (M_in, M_out)
     dy : array_like, shape (..., M_out), same leading shape as x
+        The gradient of the loss with respect to the forward's output.
+    activation : {None, "relu", "tanh", "sigmoid", "gelu", "gelu_tanh"}
+        The forward's activation f.
+    y : array_like, shape of dy
+        The forward's output, from which relu, tanh and sigmoid take f'.
+    z : array_like, shape of dy
+        The forward's pre-activation (its ``z=`` buffer), from which gelu and
+        gelu_tanh take f'.
+    overwrite_dy : bool
+        Allow dz to be written into dy, saving a scratch array the size of dy
+        (as SciPy's ``overwrite_a``; dy is left unchanged where it cannot be
+        written in place).  Without an activation dy is never written.
     bias : bool
         Whether the layer has a bias; if False ``db`` is None.
     need_dx, need_dW : bool
@@ -498,16 +542,28 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     -------
     Grads(dx, dW, db)
     """
-    return backward_planned(x, W, dy, bias, need_dx, need_dW, dx, dW, db, accumulate,
-                            num_threads, -1)
+    return backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, need_dW,
+                            dx, dW, db, accumulate, num_threads, -1)
 
 
-cpdef backward_planned(x, W, dy, bias, need_dx, need_dW, dx, dW, db, accumulate,
-                       num_threads, int plan):
+cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, need_dW,
+                       dx, dW, db, accumulate, num_threads, int plan):
     """linear_backward with a given plan (see fastlinear._plans), or the planner's if -1."""
+    cdef int act = _activation(activation)
+    cdef bint gelu = act == GELU or act == GELU_TANH
+    saved = z if gelu else y
+    cdef str saved_name = "z" if gelu else "y"
+    if (z if not gelu else y) is not None or (act and saved is None):
+        raise ValueError(f"activation {activation!r} takes f' from "
+                         + ("no array" if not act else f"{saved_name}= (the forward's "
+                            + ("pre-activation z" if gelu else "output y") + ")")
+                         + f"; got y={'None' if y is None else 'an array'}, "
+                         f"z={'None' if z is None else 'an array'}")
     x = _float_array(x, "x")
     W = _float_array(W, "W")
     dy = _float_array(dy, "dy")
+    if act:
+        saved = _float_array(saved, saved_name)
     cdef Py_ssize_t dims[2]
     _check_backward(x, W, dy, dims)
     cdef int typenum = _typenum(x)
@@ -520,12 +576,19 @@ cpdef backward_planned(x, W, dy, bias, need_dx, need_dW, dx, dW, db, accumulate,
         if dy.shape[:-1] != lead:
             raise ValueError(f"dy must have shape {lead + (M_out,)} to match x of shape "
                              f"{x.shape}, got {dy.shape}")
+    cdef tuple names = _BACKWARD_NAMES_Z if gelu else _BACKWARD_NAMES
+    if act:
+        if saved.shape != dy.shape:
+            raise ValueError(f"{saved_name} must have the shape of dy, {dy.shape}, "
+                             f"got {saved.shape}")
+        if _typenum(saved) != typenum or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>saved):
+            _same_dtype((("x", x), (saved_name, saved)))
     if dx is not None:
-        _check_grad(dx, "dx", want_dx, x, M_in, typenum, x, W, dy)
+        _check_grad(dx, "dx", want_dx, x, M_in, typenum, names, x, W, dy, None, None, saved)
     if dW is not None:
-        _check_grad(dW, "dW", want_dW, W, M_out, typenum, x, W, dy, dx)
+        _check_grad(dW, "dW", want_dW, W, M_out, typenum, names, x, W, dy, dx, None, saved)
     if db is not None:
-        _check_grad(db, "db", want_db, None, M_out, typenum, x, W, dy, dx, dW)
+        _check_grad(db, "db", want_db, None, M_out, typenum, names, x, W, dy, dx, dW, saved)
     cdef Py_ssize_t N = _rows_of(x)
     if plan < 0:
         plan = _plan_for(4 | want_dx << 1 | want_dW, typenum, N, M_in, M_out)
@@ -536,6 +599,13 @@ cpdef backward_planned(x, W, dy, bias, need_dx, need_dW, dx, dW, db, accumulate,
     x2 = _as_rows(x, N, M_in)
     W = _as_rows(W, M_in, M_out)
     dy2 = _as_rows(dy, N, M_out)
+    cdef bint overwrite = act and overwrite_dy and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>dy2)
+    if act:
+        saved = _as_rows(saved, N, M_out)
+        if not cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>saved):
+            saved = np.array(saved, order="C")
+        if overwrite:  # dz goes into dy, which the other inputs must then not share
+            _apart_all(dy2, "dy (overwrite_dy=True)", names, x, W, saved)
     cdef bint copy_dx = False, copy_dW = False, copy_db = False
     tdx = _target(dx, N, M_in, typenum, add, &copy_dx) if want_dx else None
     tdW = _target(dW, M_in, M_out, typenum, add, &copy_dW) if want_dW else None
@@ -544,7 +614,7 @@ cpdef backward_planned(x, W, dy, bias, need_dx, need_dW, dx, dW, db, accumulate,
     try:
         backward(x2, W, dy2, tdx, tdW, tdb,
                  add and dx is not None, add and dW is not None, add and db is not None,
-                 plan, threads)
+                 act, saved, overwrite, plan, threads)
     finally:
         _release_blas(path)
     cdef tuple args = ((_result(tdx, dx, copy_dx, x, flat), _result(tdW, dW, copy_dW, None, True),
@@ -554,11 +624,21 @@ cpdef backward_planned(x, W, dy, bias, need_dx, need_dW, dx, dW, db, accumulate,
 
 
 cdef int _check_grad(buf, str name, bint need, like, Py_ssize_t last, int typenum,
-                     a0, a1, a2, a3=None, a4=None) except -1:
+                     tuple names, a0, a1, a2, a3, a4, a5) except -1:
     """A gradient buffer: it must be asked for, and fit (see _check_out)."""
     if not need:
         raise ValueError(f"a {name} buffer was given but {name} is not computed")
-    return _check_out(buf, name, like, last, typenum, _BACKWARD_NAMES, a0, a1, a2, a3, a4)
+    return _check_out(buf, name, like, last, typenum, names, a0, a1, a2, a3, a4, a5)
+
+
+cdef int _apart_all(cnp.ndarray a, str name, tuple names, x, W, saved) except -1:
+    """Raise if ``a`` shares memory with x, W or saved (named as in ``names``)."""
+    cdef char* lo
+    cdef char* hi
+    extent(a, &lo, &hi)
+    _apart(a, lo, hi, name, x, names, 0)
+    _apart(a, lo, hi, name, W, names, 1)
+    return _apart(a, lo, hi, name, saved, names, 5)
 
 
 cdef _result(t, buf, bint copy_back, x, bint flat):

@@ -1,4 +1,5 @@
 # The backward kernel's entry point, for the validating layer to call without
 # going through Python.
 cpdef backward(object x, object W, object dy, object dx, object dW, object db,
-               bint add_dx, bint add_dW, bint add_db, int path, int num_threads)
+               bint add_dx, bint add_dW, bint add_db, int act, object saved, bint overwrite_dy,
+               int plan, int num_threads)

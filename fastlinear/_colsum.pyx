@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""db = column sums of dy, as a deterministic parallel reduction.
+"""db = column sums of dy, as a deterministic parallel reduction, and with
+an activation, dz = dy * f'(.) and db = column sums of dz in the same pass.
 
 The rows are cut into a number of chunks and the columns into blocks, both
 fixed by the shape; each (chunk, block) task sums its rows in order into a
@@ -9,6 +10,7 @@ in float64 before the single rounding at the end.
 """
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
+from fastlinear._epilogue cimport activation_grad
 
 # A column block of 512 float64 accumulators (4 KiB) stays in L1 while a task
 # streams its rows past it.
@@ -87,33 +89,60 @@ cdef void combine(const partial_t* parts, Py_ssize_t chunks, Py_ssize_t width,
             _combine_block(blk, parts, chunks, width, out, accumulate)
 
 
+cdef struct Grad:
+    # What _sum_task computes with an activation: dz = dy * f'(saved), the
+    # sums taken of dz.
+    int act
+    const void* saved   # C-contiguous, N x M_out
+    void* dz
+    Py_ssize_t t0, t1   # dz's element strides
+
+
 cdef void _sum_task(Py_ssize_t t, Py_ssize_t chunks, Py_ssize_t blocks,
                     const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
-                    Py_ssize_t N, Py_ssize_t M_out, double* work) noexcept nogil:
-    """Rows of chunk t // blocks, columns of block t % blocks, into work[chunk]."""
+                    Py_ssize_t N, Py_ssize_t M_out, double* work, const Grad* g) noexcept nogil:
+    """Rows of chunk t // blocks, columns of block t % blocks, into work[chunk]
+    (work is NULL when only dz is wanted)."""
     cdef Py_ssize_t c = t // blocks, j
     cdef Py_ssize_t j0 = (t % blocks) * COLS, j1 = min(j0 + COLS, M_out)
     cdef Py_ssize_t i0 = par.chunk_start(c, N, chunks), i1 = par.chunk_start(c + 1, N, chunks)
-    for j in range(j0, j1):
-        work[c * M_out + j] = 0
-    colsum_add(dy + i0 * s0 + j0 * s1, s0, s1, i1 - i0, j1 - j0, work + c * M_out + j0)
+    cdef double* acc = NULL
+    if work != NULL:
+        acc = work + c * M_out + j0
+        for j in range(j1 - j0):
+            acc[j] = 0
+    if g.act:
+        activation_grad(g.act, dy + i0 * s0 + j0 * s1, s0, s1,
+                        <const floating*>g.saved + i0 * M_out + j0, M_out,
+                        <floating*>g.dz + i0 * g.t0 + j0 * g.t1, g.t0, g.t1,
+                        i1 - i0, j1 - j0, acc)
+    else:
+        colsum_add(dy + i0 * s0 + j0 * s1, s0, s1, i1 - i0, j1 - j0, acc)
 
 
 cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
                       Py_ssize_t N, Py_ssize_t M_out, floating* db, bint accumulate,
-                      double* work, int num_threads) noexcept nogil:
+                      double* work, int num_threads, int act, const floating* saved,
+                      floating* dz, Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
     """db (+)= column sums of the N x M_out matrix dy (element strides s0, s1).
 
-    ``work`` holds column_sums_workspace(N, M_out) float64 elements.
+    With an activation ``act``, dz (element strides t0, t1; it may be dy)
+    = dy * f'(saved) first, and db (if not NULL) sums dz.  ``work`` holds
+    column_sums_workspace(N, M_out) float64 elements.
     """
     cdef Py_ssize_t chunks = _chunks(N, M_out), blocks = par.ceil_div(M_out, COLS), t
     cdef int threads = par.threads_for(num_threads, chunks * blocks)
+    cdef Grad g
+    g.act, g.saved, g.dz, g.t0, g.t1 = act, saved, dz, t0, t1
+    if db == NULL:
+        work = NULL
     if M_out == 0:
         return
     if threads == 1:
         for t in range(chunks * blocks):
-            _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work)
+            _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work, &g)
     else:
         for t in prange(chunks * blocks, num_threads=threads, schedule='static'):
-            _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work)
-    combine(work, chunks, M_out, db, accumulate, num_threads)
+            _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work, &g)
+    if db != NULL:
+        combine(work, chunks, M_out, db, accumulate, num_threads)

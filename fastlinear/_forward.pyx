@@ -1,9 +1,9 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Forward kernel: y = x W + b.
+"""Forward kernel: y = f(x W + b).
 
-The bias is broadcast into y and the product added onto it with beta = 1,
-block by block while the block is in cache, so no temporary the size of y is
-ever made.
+The bias is broadcast into y, the product added onto it with beta = 1 and
+the activation f applied, block by block while the block is in cache, so no
+temporary the size of y is ever made and y is not passed over again.
 """
 cimport numpy as cnp
 from libc.string cimport memcpy
@@ -11,6 +11,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 cimport fastlinear._parallel as par
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
+from fastlinear._epilogue cimport activate, GELU_TANH
 from fastlinear._gemm cimport (Product, TaskSetting, product, gemm_products, product_workspace,
                                setting_of)
 
@@ -20,39 +21,48 @@ cnp.import_array()
 cdef void _rows(const floating* x, char tx, Py_ssize_t ldx,
                 const floating* W, char tW, Py_ssize_t ldW, const floating* b,
                 floating* y, Py_ssize_t i0, Py_ssize_t i1,
-                Py_ssize_t M_in, Py_ssize_t M_out) noexcept nogil:
-    """Rows i0:i1 of y: the bias, then x W added on top."""
+                Py_ssize_t M_in, Py_ssize_t M_out, int act, floating* z) noexcept nogil:
+    """Rows i0:i1 of y: the bias, then x W added on top, then the activation
+    (z, if not NULL, receives the rows before it)."""
     cdef Py_ssize_t i
     if b != NULL:
         for i in range(i0, i1):
             memcpy(y + i * M_out, b, M_out * sizeof(floating))
     gemm(tx, tW, i1 - i0, M_out, M_in, row(x, tx, ldx, i0), ldx, W, ldW,
          <floating>(1 if b != NULL else 0), y + i0 * M_out, M_out)
+    if act or z != NULL:
+        activate(act, y + i0 * M_out, M_out, i1 - i0, M_out,
+                 z + i0 * M_out if z != NULL else NULL, M_out)
 
 
 cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
                    const floating* W, char tW, Py_ssize_t ldW, const floating* b,
                    floating* y, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
                    int path, Py_ssize_t rows, floating* work, TaskSetting setting,
-                   int num_threads) noexcept nogil:
+                   int act, floating* z, int num_threads) noexcept nogil:
     cdef Py_ssize_t blocks = par.ceil_div(N, rows), blk
     cdef Product p
     if path == par.SERIAL or (path == par.BLOCKED and N <= rows):
-        _rows(x, tx, ldx, W, tW, ldW, b, y, 0, N, M_in, M_out)
+        _rows(x, tx, ldx, W, tW, ldW, b, y, 0, N, M_in, M_out, act, z)
     elif path == par.BLOCKED:
         # Narrow W: each cache-sized block of rows gets its bias and its
         # product while it is in this core's cache.
         for blk in prange(blocks, num_threads=par.threads_for(num_threads, blocks),
                           schedule='dynamic'):
             _rows(x, tx, ldx, W, tW, ldW, b, y, blk * rows, min(N, (blk + 1) * rows),
-                  M_in, M_out)
+                  M_in, M_out, act, z)
     else:
-        p = product(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, setting)
+        p = product(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, setting,
+                    act, z)
         gemm_products(&p, 1, num_threads)
 
 
-cpdef forward(object x, object W, object b, object y, int plan, int num_threads):
-    """y[:] = x @ W (+ b), the way ``plan``'s path (SERIAL, BLOCKED or TILED) says.
+cpdef forward(object x, object W, object b, object y, int act, object z, int plan,
+              int num_threads):
+    """y[:] = f(x @ W (+ b)), the way ``plan``'s path (SERIAL, BLOCKED or TILED) says.
+
+    f is the activation ``act`` (see _epilogue); z, if given, a C-contiguous
+    array like y that receives x @ W (+ b).
 
     x and W are 2-D arrays that BLAS reads in place (see _blas.layout), b is
     None or a contiguous 1-D array, y a C-contiguous (N, M_out) array; all
@@ -71,7 +81,9 @@ cpdef forward(object x, object W, object b, object y, int plan, int num_threads)
             or cnp.PyArray_TYPE(<cnp.ndarray>W) != typenum
             or cnp.PyArray_DIM(<cnp.ndarray>x, 1) != M_in
             or not c_array(y, typenum, N, M_out, True)
-            or not (b is None or c_array(b, typenum, M_out, -1, False))):
+            or not (b is None or c_array(b, typenum, M_out, -1, False))
+            or not (z is None or c_array(z, typenum, N, M_out, True))
+            or not 0 <= act <= GELU_TANH):
         raise ValueError("forward: x, W, b and y must agree in dtype and shape")
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
     cdef Py_ssize_t rows = par.block_rows(M_in + M_out, 8 if is_double else 4, blas_int_max())
@@ -84,13 +96,14 @@ cpdef forward(object x, object W, object b, object y, int plan, int num_threads)
     cdef void* bp = data(b)
     cdef void* yp = data(y)
     cdef void* wp = data(work)
+    cdef void* zp = data(z)
     # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
     # the GIL over and back costs.
     cdef par.PyThreadState* released = par.release_gil(path != par.SERIAL)
     if is_double:
         _forward(<double*>xp, tx, ldx, <double*>Wp, tW, ldW, <double*>bp, <double*>yp,
-                 N, M_in, M_out, path, rows, <double*>wp, setting, num_threads)
+                 N, M_in, M_out, path, rows, <double*>wp, setting, act, <double*>zp, num_threads)
     else:
         _forward(<float*>xp, tx, ldx, <float*>Wp, tW, ldW, <float*>bp, <float*>yp,
-                 N, M_in, M_out, path, rows, <float*>wp, setting, num_threads)
+                 N, M_in, M_out, path, rows, <float*>wp, setting, act, <float*>zp, num_threads)
     par.restore_gil(released)

@@ -18,6 +18,7 @@ from cython.parallel cimport prange
 from libc.string cimport memcpy
 cimport fastlinear._parallel as par
 from fastlinear._blas cimport gemm, row, col
+from fastlinear._epilogue cimport activate
 
 # A task is at least this many multiply-adds and this many rows, columns and
 # k: each BLAS call repacks its panels of A and B, which must stay small next
@@ -189,6 +190,9 @@ cdef void _task(Py_ssize_t t, Tiles s, const Product* p, const floating* A,
          col(row(A, p.transA, p.ldA, i0), p.transA, p.ldA, k0), p.ldA,
          col(row(B, p.transB, p.ldB, k0), p.transB, p.ldB, j0), p.ldB,
          beta, out + i0 * ld + j0, ld)
+    if s.tk == 1 and (p.act or p.aux != NULL):  # the tile is complete and in cache
+        activate(p.act, C + i0 * ld + j0, ld, i1 - i0, j1 - j0,
+                 <floating*>p.aux + i0 * p.n + j0 if p.aux != NULL else NULL, p.n)
 
 
 cdef void _run_task(Py_ssize_t t, const Product* p, const Tiles* s) noexcept nogil:
@@ -229,6 +233,9 @@ cdef void _add_partials(Py_ssize_t i, const Product* p, Py_ssize_t parts, floati
         for j in range(width):
             c[j] = <floating>acc[j]
         j0 += ADD_BLOCK
+    if p.act or p.aux != NULL:  # the row is complete
+        activate(p.act, C + i * p.ldC, p.ldC, 1, n,
+                 <floating*>p.aux + i * n if p.aux != NULL else NULL, n)
 
 
 cdef void _add_row(Py_ssize_t i, const Product* p, Py_ssize_t parts) noexcept nogil:
@@ -272,8 +279,11 @@ cdef void gemm_products(const Product* p, Py_ssize_t count, int num_threads) noe
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
                      const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC,
-                     floating* work, TaskSetting setting) noexcept nogil:
-    """C (m x n) = op(A) op(B), plus C if ``accumulate``, plus ``bias`` (length n) if given.
+                     floating* work, TaskSetting setting, int act, floating* aux) noexcept nogil:
+    """C (m x n) = f(op(A) op(B), plus C if ``accumulate``, plus ``bias`` (length n) if given).
+
+    f is the activation ``act``, applied by the task that completes a tile
+    while it is in cache; ``aux``, if not NULL, receives C before f.
 
     The bias is written into each tile just before its product is added onto
     it with beta = 1, while the tile is in cache.  ``work`` holds
@@ -286,4 +296,5 @@ cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ss
     p.accumulate, p.C, p.ldC, p.work = accumulate, C, ldC, work
     p.is_double = floating is double
     p.setting = setting
+    p.act, p.aux = act, aux
     return p

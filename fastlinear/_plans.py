@@ -171,14 +171,14 @@ def _problem(kind, dtype, N, M_in, M_out):
     W = rng.standard_normal((M_in, M_out)).astype(dtype)
     if kind == "f":
         b, y = np.zeros(M_out, dtype), np.empty((N, M_out), dtype)
-        return lambda plan, threads: _api.forward_planned(x, W, b, y, threads, plan)
+        return lambda plan, threads: _api.forward_planned(x, W, b, None, y, None, threads, plan)
     dy = rng.standard_normal((N, M_out)).astype(dtype)
     dx = np.empty_like(x) if kind[1] == "1" else None
     dW = np.empty_like(W) if kind[2] == "1" else None
     db = np.empty(M_out, dtype)
-    return lambda plan, threads: _api.backward_planned(x, W, dy, True, dx is not None,
-                                                       dW is not None, dx, dW, db, False,
-                                                       threads, plan)
+    return lambda plan, threads: _api.backward_planned(
+        x, W, dy, None, None, None, False, True, dx is not None, dW is not None, dx, dW, db,
+        False, threads, plan)
 
 
 def measure(kind, dtype, N, M_in, M_out, plans):

@@ -190,11 +190,11 @@ def test_kernels_refuse_inconsistent_arguments():
     for args in [(x, W, b, np.empty((8, 3), np.float32)), (x, W, b, np.empty((3, 8)).T),
                  (x, W.astype(np.float32), b, y), ([[1.0]], W, b, y), (x, W, b[:2], y)]:
         with pytest.raises(ValueError):
-            _forward.forward(*args, make_plan(PATHS["tiled"], False, 2), 2)
+            _forward.forward(*args, 0, None, make_plan(PATHS["tiled"], False, 2), 2)
     for bufs in [(np.empty((8, 3)), None, None), (None, np.empty((4, 3), np.float32), None),
                  (None, None, np.empty(4))]:
         with pytest.raises(ValueError):
-            _backward.backward(x, W, dy, *bufs, False, False, False,
+            _backward.backward(x, W, dy, *bufs, False, False, False, 0, None, False,
                                make_plan(PATHS["blocked"], False, 2), 2)
 
 

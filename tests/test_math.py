@@ -247,10 +247,10 @@ def test_mid_size_tilings(rng, tiled_plan, shape, dtype):
         assert _gemm._task_grid(M_in, M_out, N, "T", "N", small_kernels, tasks)[2] > 1
 
     def step(x, W, b, dy, num_threads, **buffers):
-        y = forward_planned(x, W, b, None, num_threads, tiled_plan)
-        return y, backward_planned(x, W, dy, True, True, True, buffers.get("dx"),
-                                   buffers.get("dW"), buffers.get("db"), bool(buffers),
-                                   num_threads, tiled_plan)
+        y = forward_planned(x, W, b, None, None, None, num_threads, tiled_plan)
+        return y, backward_planned(x, W, dy, None, None, None, False, True, True, True,
+                                   buffers.get("dx"), buffers.get("dW"), buffers.get("db"),
+                                   bool(buffers), num_threads, tiled_plan)
 
     x0, W0, dy0 = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
     b = make(rng, M_out, dtype)

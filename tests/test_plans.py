@@ -31,9 +31,9 @@ def plan_file(tmp_path):
 
 
 def _run(plan, x, W, b, dy, num_threads, kind="b11"):
-    y = forward_planned(x, W, b, None, num_threads, plan)
-    g = backward_planned(x, W, dy, b is not None, kind[1] == "1", kind[2] == "1", None, None,
-                         None, False, num_threads, plan)
+    y = forward_planned(x, W, b, None, None, None, num_threads, plan)
+    g = backward_planned(x, W, dy, None, None, None, False, b is not None, kind[1] == "1",
+                         kind[2] == "1", None, None, None, False, num_threads, plan)
     return (y,) + tuple(g)
 
 
@@ -123,7 +123,8 @@ def test_a_pinned_plan_is_used(plan_file, rng):
             "plans": {"b11:float64:7:784:256": _plans.plan_to_json(plan)}}))
         fastlinear.set_planning("file", plan_file)
         got = fastlinear.linear_backward(x, W, dy, bias=False)
-        want = backward_planned(x, W, dy, False, True, True, None, None, None, False, None, plan)
+        want = backward_planned(x, W, dy, None, None, None, False, False, True, True, None, None,
+                                None, False, None, plan)
         for a, c in zip(got, want):
             if a is not None:
                 np.testing.assert_array_equal(a, c)
