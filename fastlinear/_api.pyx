@@ -57,14 +57,19 @@ ACTIVATIONS = {None: NO_ACTIVATION, "relu": RELU, "tanh": TANH, "sigmoid": SIGMO
                "gelu": GELU, "gelu_tanh": GELU_TANH}
 
 
-cdef int _activation(activation) except -1:
+_ACTIVATION_NAMES = sorted(name for name in ACTIVATIONS if name)
+# Activations whose derivative is taken from the pre-activation z rather than y.
+NEEDS_Z = frozenset({"gelu", "gelu_tanh"})
+
+
+cpdef int activation_code(activation) except -1:
     """The code of an activation name; raises naming the valid ones."""
     if activation is None:
         return NO_ACTIVATION
     if isinstance(activation, str) and activation in ACTIVATIONS:
         return ACTIVATIONS[activation]
     raise (ValueError if isinstance(activation, str) else TypeError)(
-        f"activation must be None or one of {sorted(k for k in ACTIVATIONS if k)}, "
+        f"activation must be None or one of {_ACTIVATION_NAMES}, "
         f"got {activation!r}")
 _OPENMP = openmp_enabled()
 
@@ -455,7 +460,7 @@ def linear_forward(x, W, b=None, *, activation=None, out=None, z=None, num_threa
 
 cpdef forward_planned(x, W, b, activation, out, z, num_threads, int plan):
     """linear_forward with a given plan (see fastlinear._plans), or the planner's if -1."""
-    cdef int act = _activation(activation)
+    cdef int act = activation_code(activation)
     x = _float_array(x, "x")
     W = _float_array(W, "W")
     if b is not None:
@@ -549,11 +554,11 @@ def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=F
 cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, need_dW,
                        dx, dW, db, accumulate, num_threads, int plan):
     """linear_backward with a given plan (see fastlinear._plans), or the planner's if -1."""
-    cdef int act = _activation(activation)
+    cdef int act = activation_code(activation)
     cdef bint gelu = act == GELU or act == GELU_TANH
     saved = z if gelu else y
     cdef str saved_name = "z" if gelu else "y"
-    if (z if not gelu else y) is not None or (act and saved is None):
+    if (not act and saved is not None) or (y if gelu else z) is not None or (act and saved is None):
         raise ValueError(f"activation {activation!r} takes f' from "
                          + ("no array" if not act else f"{saved_name}= (the forward's "
                             + ("pre-activation z" if gelu else "output y") + ")")

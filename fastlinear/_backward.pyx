@@ -113,11 +113,13 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
         if o.act and o.overwrite_dy:
             activation_grad(o.act, dy + i * s0, s0, s1, <const floating*>o.saved + i * M_out,
                             M_out, <floating*>dy + i * s0, s0, s1, n, M_out, pb)
-        elif o.act:
+        elif o.act:  # scratch laid out as dy is, so that BLAS reads it as it would dy
             block = dz_work + c * rows * M_out
+            ldg = M_out if o.tdy == b'N' else n
             activation_grad(o.act, dy + i * s0, s0, s1, <const floating*>o.saved + i * M_out,
-                            M_out, block, M_out, 1, n, M_out, pb)
-            g, tg, ldg = block, b'N', M_out
+                            M_out, block, ldg if o.tdy == b'N' else 1,
+                            1 if o.tdy == b'N' else ldg, n, M_out, pb)
+            g = block
         elif db != NULL:
             colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
         if dx != NULL:
@@ -159,10 +161,12 @@ cdef void _separate(const Operands* o, const floating* x, const floating* WT, co
     if o.act and o.overwrite_dy:
         column_sums(dy, s0, s1, o.N, o.M_out, db, accumulate[2], db_work, num_threads,
                     o.act, <const floating*>o.saved, <floating*>dy, s0, s1)
-    elif o.act:
+    elif o.act:  # scratch laid out as dy is, so that BLAS reads it as it would dy
+        ldg = o.M_out if o.tdy == b'N' else o.N
         column_sums(dy, s0, s1, o.N, o.M_out, db, accumulate[2], db_work, num_threads,
-                    o.act, <const floating*>o.saved, dz_work, o.M_out, 1)
-        g, tg, ldg = dz_work, b'N', o.M_out
+                    o.act, <const floating*>o.saved, dz_work, ldg if o.tdy == b'N' else 1,
+                    1 if o.tdy == b'N' else ldg)
+        g = dz_work
     if dx != NULL:
         p[count] = product(tg, o.tWT, o.N, o.M_in, o.M_out, g, ldg, WT, o.ldWT,
                            <floating*>NULL, accumulate[0], dx, o.M_in, work, setting, 0,

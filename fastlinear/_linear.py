@@ -4,11 +4,11 @@ import threading
 
 import numpy as np
 
-from ._api import _FLOATS, linear_backward, linear_forward
+from ._api import NEEDS_Z, _FLOATS, activation_code, linear_backward, linear_forward
 
 
 class Linear:
-    r"""A fully-connected layer: :math:`y = x W + b`.
+    r"""A fully-connected layer: :math:`y = f(x W + b)`, f an activation or none.
 
     Parameters
     ----------
@@ -18,6 +18,9 @@ class Linear:
         M_out, the size of each output row.
     bias : bool
         If False the layer has no bias (``b`` and ``db`` are None).
+    activation : {None, "relu", "tanh", "sigmoid", "gelu", "gelu_tanh"}
+        f, fused into the forward and backward calls (see
+        :func:`fastlinear.linear_forward`).
     dtype : numpy.float32 or numpy.float64
     seed : int or numpy.random.Generator, optional
         Seed of the initialisation.
@@ -61,12 +64,15 @@ class Linear:
     True
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float64, seed=None):
+    def __init__(self, in_features, out_features, bias=True, activation=None, dtype=np.float64,
+                 seed=None):
         for name, n in (("in_features", in_features), ("out_features", out_features)):
             if isinstance(n, bool) or not hasattr(n, "__index__"):
                 raise TypeError(f"{name} must be an int, got {n!r}")
             if n.__index__() < 0:
                 raise ValueError(f"{name} must be >= 0, got {n!r}")
+        activation_code(activation)  # raises naming the valid ones
+        self.activation = activation
         dtype = np.dtype(dtype)
         if dtype not in _FLOATS:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
@@ -88,6 +94,7 @@ class Linear:
         return state
 
     def __setstate__(self, state):
+        state.setdefault("activation", None)  # pickled before layers had one
         self.__dict__.update(state)
         self._pending = threading.local()
         self._grad_lock = threading.Lock()
@@ -97,9 +104,14 @@ class Linear:
         return self.W.dtype
 
     def forward(self, x, *, num_threads=None):
-        """y = x @ W + b; keeps a reference to x for :meth:`backward`."""
-        y = linear_forward(x, self.W, self.b, num_threads=num_threads)
+        """y = f(x @ W + b); keeps references to x, and to what f' needs, for :meth:`backward`."""
+        z = None
+        if self.activation in NEEDS_Z:
+            z = np.empty(np.shape(x)[:-1] + (self.out_features,), self.dtype)
+        y = linear_forward(x, self.W, self.b, activation=self.activation, z=z,
+                           num_threads=num_threads)
         self._pending.x = x
+        self._pending.saved = z if z is not None else y
         return y
 
     __call__ = forward
@@ -110,11 +122,14 @@ class Linear:
         if x is None:
             raise RuntimeError("backward() called before forward() in this thread, or "
                                "twice after one forward()")
+        saved = {}
+        if self.activation is not None:
+            saved["z" if self.activation in NEEDS_Z else "y"] = self._pending.saved
         with self._grad_lock:
-            grads = linear_backward(x, self.W, dy, bias=self.b is not None,
-                                    need_dx=need_dx, dW=self.dW, db=self.db,
-                                    accumulate=True, num_threads=num_threads)
-        self._pending.x = None
+            grads = linear_backward(x, self.W, dy, activation=self.activation, **saved,
+                                    bias=self.b is not None, need_dx=need_dx, dW=self.dW,
+                                    db=self.db, accumulate=True, num_threads=num_threads)
+        self._pending.x = self._pending.saved = None
         return grads.dx
 
     def zero_grad(self):
@@ -155,5 +170,6 @@ class Linear:
             np.copyto(getattr(self, name), value, casting="same_kind")
 
     def __repr__(self):
+        act = f", activation={self.activation!r}" if self.activation is not None else ""
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.b is not None}, dtype={self.dtype.name})")
+                f"bias={self.b is not None}{act}, dtype={self.dtype.name})")
