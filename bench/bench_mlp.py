@@ -9,8 +9,9 @@ on synthetic data.  Peers, interleaved round by round in one process:
 * torch      - torch.nn.Sequential + torch.optim.SGD, if PyTorch is installed
 * sklearn    - MLPClassifier(solver="sgd").partial_fit on the batch, if installed
 
-Both array loops share everything but the layer: preallocated buffers, ReLU
-and its mask written in place, and the first layer computes no dx.  Each
+Both array loops share everything but the layers: preallocated buffers, the
+loss and the update; the first layer computes no dx.  fastlinear's layers fuse
+their ReLU (forward and backward); NumPy's write ReLU and its mask in place.  Each
 ratio is the median over rounds of (fastlinear time / peer time) in a round.
 
 Run ``python bench/bench_mlp.py --help`` for options.  Results go to
@@ -50,7 +51,12 @@ TARGETS += [((1024, 1024, 1024, 10), 128, "float32", "numpy", 0.95)]
 
 
 class ArrayMLP:
-    """An MLP trained by a loop over NumPy arrays; subclasses give the layer."""
+    """An MLP trained by a loop over NumPy arrays; subclasses give the layer.
+
+    forward(i, h) writes layer i's output y[i] (after ReLU for a hidden
+    layer); backward(i) takes dy[i], the gradient at that output, and writes
+    dW[i], db[i] and, but for the first layer, dy[i - 1].
+    """
 
     def __init__(self, sizes, batch, dtype, threads):
         rng = np.random.default_rng(0)
@@ -62,22 +68,16 @@ class ArrayMLP:
         self.b = [np.zeros(n, dtype) for n in sizes[1:]]
         self.dW = [np.empty_like(W) for W in self.W]
         self.db = [np.empty_like(b) for b in self.b]
-        # Outputs of each layer (after ReLU for the hidden ones), their
-        # gradients and the ReLU masks.
         self.y = [np.empty((batch, n), dtype) for n in sizes[1:]]
         self.dy = [np.empty((batch, n), dtype) for n in sizes[1:]]
-        self.mask = [np.empty((batch, n), bool) for n in sizes[1:-1]]
         self.rows = np.arange(batch)
+        self.last = len(self.W) - 1
 
     def step(self):
         h = self.x
-        last = len(self.W) - 1
-        for i, (W, b, y) in enumerate(zip(self.W, self.b, self.y)):
-            self.forward(h, W, b, y)
-            if i < last:
-                np.greater(y, 0, out=self.mask[i])
-                np.multiply(y, self.mask[i], out=y)
-            h = y
+        for i in range(self.last + 1):
+            self.forward(i, h)
+            h = self.y[i]
         # Softmax cross-entropy, averaged over the batch: dL/dlogits = (p - onehot) / batch.
         logits, dlogits = self.y[-1], self.dy[-1]
         np.subtract(logits, logits.max(axis=1, keepdims=True), out=dlogits)
@@ -85,36 +85,55 @@ class ArrayMLP:
         dlogits /= dlogits.sum(axis=1, keepdims=True)
         dlogits[self.rows, self.labels] -= 1
         dlogits *= 1.0 / len(self.rows)
-        for i in range(last, -1, -1):
-            x = self.x if i == 0 else self.y[i - 1]
-            dx = self.dy[i - 1] if i > 0 else None
-            self.backward(x, self.W[i], self.dy[i], dx, self.dW[i], self.db[i])
-            if i > 0:
-                np.multiply(dx, self.mask[i - 1], out=dx)
+        for i in range(self.last, -1, -1):
+            self.backward(i)
         for param, grad in zip(self.W + self.b, self.dW + self.db):
             grad *= LEARNING_RATE
             param -= grad
 
+    def input_of(self, i):
+        return self.x if i == 0 else self.y[i - 1]
+
 
 class FastlinearMLP(ArrayMLP):
-    def forward(self, x, W, b, y):
-        fastlinear.linear_forward(x, W, b, out=y, num_threads=self.threads)
+    """ReLU fused into the layers; dy of a hidden layer is overwritten with dz."""
 
-    def backward(self, x, W, dy, dx, dW, db):
-        fastlinear.linear_backward(x, W, dy, need_dx=dx is not None, dx=dx, dW=dW, db=db,
-                                   num_threads=self.threads)
+    def forward(self, i, h):
+        fastlinear.linear_forward(h, self.W[i], self.b[i], out=self.y[i], num_threads=self.threads,
+                                  activation="relu" if i < self.last else None)
+
+    def backward(self, i):
+        hidden = i < self.last
+        fastlinear.linear_backward(self.input_of(i), self.W[i], self.dy[i],
+                                   activation="relu" if hidden else None,
+                                   y=self.y[i] if hidden else None, overwrite_dy=hidden,
+                                   need_dx=i > 0, dx=self.dy[i - 1] if i > 0 else None,
+                                   dW=self.dW[i], db=self.db[i], num_threads=self.threads)
 
 
 class NumpyMLP(ArrayMLP):
-    def forward(self, x, W, b, y):
-        np.matmul(x, W, out=y)
-        y += b
+    """np.matmul into preallocated buffers; ReLU and its mask written in place."""
 
-    def backward(self, x, W, dy, dx, dW, db):
-        np.matmul(x.T, dy, out=dW)
-        dy.sum(axis=0, out=db)
-        if dx is not None:
-            np.matmul(dy, W.T, out=dx)
+    def __init__(self, sizes, batch, dtype, threads):
+        super().__init__(sizes, batch, dtype, threads)
+        self.mask = [np.empty((batch, n), bool) for n in sizes[1:-1]]
+
+    def forward(self, i, h):
+        y = self.y[i]
+        np.matmul(h, self.W[i], out=y)
+        y += self.b[i]
+        if i < self.last:
+            np.greater(y, 0, out=self.mask[i])
+            np.multiply(y, self.mask[i], out=y)
+
+    def backward(self, i):
+        dy = self.dy[i]
+        if i < self.last:
+            np.multiply(dy, self.mask[i], out=dy)
+        np.matmul(self.input_of(i).T, dy, out=self.dW[i])
+        dy.sum(axis=0, out=self.db[i])
+        if i > 0:
+            np.matmul(dy, self.W[i].T, out=self.dy[i - 1])
 
 
 def torch_step(sizes, batch, dtype):

@@ -378,8 +378,12 @@ def tune(shapes, dtypes=("float32", "float64")):
 
     Plans the forward, the backward, and the backward without dx (a first
     layer), for each dtype, and adds them to the plan file, so that training
-    later pays nothing for planning.  Returns {key: plan as JSON}.
+    later pays nothing for planning.  Returns {key: plan as JSON}.  Also
+    ``python -m fastlinear tune N,M_in,M_out ...``.
     """
+    if planner.mode != "measure":
+        raise ValueError(f"planning is {planner.mode!r}: tune() measures only in 'measure' "
+                         "mode (see set_planning)")
     chosen = {}
     for N, M_in, M_out in shapes:
         for dtype in dtypes:

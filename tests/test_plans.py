@@ -246,3 +246,25 @@ def test_show_config_reports_plans(plan_file, capsys):
     fastlinear.show_config()
     out = capsys.readouterr().out
     assert str(plan_file) in out and "measured_here" in out
+
+
+def test_tune_from_the_command_line(tmp_path):
+    path = tmp_path / "plans.json"
+    env = dict(os.environ, FASTLINEAR_PLAN_FILE=str(path))
+    out = subprocess.run([sys.executable, "-m", "fastlinear", "tune", "64,784,256",
+                          "--dtypes", "float64"], env=env, capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout
+    assert "f:float64:7:784:256" in out and "planned in" in out
+    assert "f:float64:7:784:256" in json.loads(path.read_text())["plans"]
+    bad = subprocess.run([sys.executable, "-m", "fastlinear", "tune", "64,784"], env=env,
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "N,M_in,M_out" in bad.stderr
+
+
+def test_tune_measures_only_in_measure_mode(tmp_path):
+    fastlinear.set_planning("off", tmp_path / "plans.json")
+    try:
+        with pytest.raises(ValueError, match="'off'"):
+            fastlinear.tune([(64, 784, 256)])
+    finally:
+        fastlinear.set_planning("measure", os.environ["FASTLINEAR_PLAN_FILE"])
