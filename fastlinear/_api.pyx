@@ -16,7 +16,7 @@ from cpython.object cimport PyObject, PyTypeObject
 cdef extern from "Python.h":
     PyTypeObject PyTuple_Type
 
-cimport fastlinear._parallel as par
+cimport fastlinear._parallel as parallel
 from fastlinear._backward cimport backward
 from fastlinear._blas cimport blas_int_max, extent, layout
 from fastlinear._forward cimport forward
@@ -84,10 +84,10 @@ cpdef int default_path(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
     # In floating point: the product of three sizes can pass 2**63.
     if (<double>N * M_out * (M_in + 1)  # + 1: the bias row of the work
             + <double>N * M_in + <double>M_in * M_out < SERIAL_WORK):
-        return par.SERIAL
+        return parallel.SERIAL
     if <double>M_in * M_out <= NARROW_WEIGHTS and N >= NARROW_ROWS:
-        return par.BLOCKED
-    return par.TILED
+        return parallel.BLOCKED
+    return parallel.TILED
 
 
 # The plans of this process's calls, by class of problem: a C-level table in
@@ -161,7 +161,7 @@ cdef int _plan_for(int kind, int typenum, Py_ssize_t N, Py_ssize_t M_in,
 
 cdef int _check_plan(int plan) except -1:
     """Raise unless ``plan`` is one fastlinear._parallel.make_plan makes."""
-    if not (par.plan_path(plan) <= par.TILED and par.plan_tasks(plan) >= 1):
+    if not (parallel.plan_path(plan) <= parallel.TILED and parallel.plan_tasks(plan) >= 1):
         raise ValueError(f"no such plan: {plan}")
     return 0
 
@@ -407,13 +407,13 @@ cdef _target(out, Py_ssize_t rows, Py_ssize_t cols, int typenum, bint keep, bint
 
 cdef int _hold_blas(int path) except -1:
     """SciPy's BLAS runs on one thread while fastlinear's threads call it (not for SERIAL)."""
-    if path != par.SERIAL:
+    if path != parallel.SERIAL:
         blas_threads.enter()
     return 0
 
 
 cdef int _release_blas(int path) except -1:
-    if path != par.SERIAL:
+    if path != parallel.SERIAL:
         blas_threads.exit()
     return 0
 
@@ -421,7 +421,7 @@ cdef int _release_blas(int path) except -1:
 cdef int _threads(num_threads, int path) except 0:
     """Threads for a call on ``path``: SERIAL runs on this thread alone."""
     cdef int n = 1
-    if path != par.SERIAL:
+    if path != parallel.SERIAL:
         n = check_threads(num_threads)
         if n > 1 and _OPENMP:
             team_started()
@@ -479,7 +479,7 @@ cpdef forward_planned(x, W, b, activation, out, z, num_threads, int plan):
         plan = _plan_for(0, typenum, N, M_in, M_out)
     else:
         _check_plan(plan)
-    cdef int path = par.plan_path(plan)
+    cdef int path = parallel.plan_path(plan)
     cdef int threads = _threads(num_threads, path)
     x2 = _as_rows(x, N, M_in)
     W = _as_rows(W, M_in, M_out)
@@ -599,7 +599,7 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
         plan = _plan_for(4 | want_dx << 1 | want_dW, typenum, N, M_in, M_out)
     else:
         _check_plan(plan)
-    cdef int path = par.plan_path(plan)
+    cdef int path = parallel.plan_path(plan)
     cdef int threads = _threads(num_threads, path)
     x2 = _as_rows(x, N, M_in)
     W = _as_rows(W, M_in, M_out)

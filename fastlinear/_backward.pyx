@@ -24,7 +24,7 @@ reads a copy of W^T, which BLAS's small-matrix kernels multiply faster.
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
-cimport fastlinear._parallel as par
+cimport fastlinear._parallel as parallel
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
 from fastlinear._gemm cimport (Product, MAX_PRODUCTS, product, gemm_products, product_workspace,
                                TaskSetting, setting_of)
@@ -47,7 +47,7 @@ cdef enum:
     SMALL_WT = 2048
 
 
-cdef inline char flip(char t) noexcept nogil:
+cdef inline char other_trans(char t) noexcept nogil:
     return b'T' if t == b'N' else b'N'
 
 
@@ -82,21 +82,21 @@ cdef inline void _transpose(const floating* W, Py_ssize_t ldW, Py_ssize_t M_in, 
 
 cdef Py_ssize_t fused_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
                              Py_ssize_t rows) noexcept nogil:
-    return max(1, min(par.ceil_div(N, rows), MAX_CHUNKS,
+    return max(1, min(parallel.ceil_div(N, rows), MAX_CHUNKS,
                       MAX_PARTIAL // max(1, M_in * M_out)))
 
 
-cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const Operands* o,
+cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const Operands* ops,
                        const floating* x, const floating* WT, const floating* dy,
                        floating* dx, floating* dW, floating* db, const bint* accumulate,
                        floating* parts_dW, double* parts_db, floating* dz_work) noexcept nogil:
     """Rows of chunk c, block by block: dz (with an activation), dx, the
     chunk's partial dW and partial db."""
-    cdef Py_ssize_t M_in = o.M_in, M_out = o.M_out, j, n
-    cdef Py_ssize_t first = par.chunk_start(c, o.N, chunks), i = first
-    cdef Py_ssize_t end = par.chunk_start(c + 1, o.N, chunks)
-    cdef Py_ssize_t s0 = o.lddy if o.tdy == b'N' else 1
-    cdef Py_ssize_t s1 = 1 if o.tdy == b'N' else o.lddy
+    cdef Py_ssize_t M_in = ops.M_in, M_out = ops.M_out, j, n
+    cdef Py_ssize_t first = parallel.chunk_start(c, ops.N, chunks), i = first
+    cdef Py_ssize_t end = parallel.chunk_start(c + 1, ops.N, chunks)
+    cdef Py_ssize_t s0 = ops.lddy if ops.tdy == b'N' else 1
+    cdef Py_ssize_t s1 = 1 if ops.tdy == b'N' else ops.lddy
     cdef double* pb = NULL
     # What the products read: dy, or this block of dz.
     cdef const floating* g
@@ -109,78 +109,78 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
             pb[j] = 0
     while i < end:
         n = min(rows, end - i)
-        g, tg, ldg = row(dy, o.tdy, o.lddy, i), o.tdy, o.lddy
-        if o.act and o.overwrite_dy:
-            activation_grad(o.act, dy + i * s0, s0, s1, <const floating*>o.saved + i * M_out,
+        g, tg, ldg = row(dy, ops.tdy, ops.lddy, i), ops.tdy, ops.lddy
+        if ops.act and ops.overwrite_dy:
+            activation_grad(ops.act, dy + i * s0, s0, s1, <const floating*>ops.saved + i * M_out,
                             M_out, <floating*>dy + i * s0, s0, s1, n, M_out, pb)
-        elif o.act:  # scratch laid out as dy is, so that BLAS reads it as it would dy
+        elif ops.act:  # scratch laid out as dy is, so that BLAS reads it as it would dy
             block = dz_work + c * rows * M_out
-            ldg = M_out if o.tdy == b'N' else n
-            activation_grad(o.act, dy + i * s0, s0, s1, <const floating*>o.saved + i * M_out,
-                            M_out, block, ldg if o.tdy == b'N' else 1,
-                            1 if o.tdy == b'N' else ldg, n, M_out, pb)
+            ldg = M_out if ops.tdy == b'N' else n
+            activation_grad(ops.act, dy + i * s0, s0, s1, <const floating*>ops.saved + i * M_out,
+                            M_out, block, ldg if ops.tdy == b'N' else 1,
+                            1 if ops.tdy == b'N' else ldg, n, M_out, pb)
             g = block
         elif db != NULL:
             colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
         if dx != NULL:
-            gemm(tg, o.tWT, n, M_in, M_out, g, ldg,
-                 WT, o.ldWT, <floating>accumulate[0], dx + i * M_in, M_in)
+            gemm(tg, ops.tWT, n, M_in, M_out, g, ldg,
+                 WT, ops.ldWT, <floating>accumulate[0], dx + i * M_in, M_in)
         if dW != NULL:
-            gemm(flip(o.tx), tg, M_in, M_out, n, row(x, o.tx, o.ldx, i), o.ldx, g, ldg,
+            gemm(other_trans(ops.tx), tg, M_in, M_out, n, row(x, ops.tx, ops.ldx, i), ops.ldx, g, ldg,
                  <floating>(i != first), parts_dW + c * M_in * M_out, M_out)
         i += n
 
 
-cdef void _fused(const Operands* o, const floating* x, const floating* WT, const floating* dy,
+cdef void _fused(const Operands* ops, const floating* x, const floating* WT, const floating* dy,
                  floating* dx, floating* dW, floating* db, const bint* accumulate,
                  Py_ssize_t rows, Py_ssize_t chunks, floating* parts_dW, double* parts_db,
                  floating* dz_work, int num_threads) noexcept nogil:
     cdef Py_ssize_t c
-    for c in prange(chunks, num_threads=par.threads_for(num_threads, chunks),
+    for c in prange(chunks, num_threads=parallel.threads_for(num_threads, chunks),
                     schedule='dynamic'):
-        _fused_chunk(c, chunks, rows, o, x, WT, dy, dx, dW, db, accumulate, parts_dW, parts_db,
+        _fused_chunk(c, chunks, rows, ops, x, WT, dy, dx, dW, db, accumulate, parts_dW, parts_db,
                      dz_work)
     if dW != NULL:
-        combine(parts_dW, chunks, o.M_in * o.M_out, dW, accumulate[1], num_threads)
+        combine(parts_dW, chunks, ops.M_in * ops.M_out, dW, accumulate[1], num_threads)
     if db != NULL:
-        combine(parts_db, chunks, o.M_out, db, accumulate[2], num_threads)
+        combine(parts_db, chunks, ops.M_out, db, accumulate[2], num_threads)
 
 
-cdef void _separate(const Operands* o, const floating* x, const floating* WT, const floating* dy,
+cdef void _separate(const Operands* ops, const floating* x, const floating* WT, const floating* dy,
                     floating* dx, floating* dW, floating* db, const bint* accumulate,
                     floating* work, double* db_work, floating* dz_work, TaskSetting setting,
                     int num_threads) noexcept nogil:
     # With an activation, dz and db in one pass first; then dx and dW share
     # one pool of tasks (see gemm_products), dx's workspace first in ``work``.
-    cdef Product p[MAX_PRODUCTS]
+    cdef Product products[MAX_PRODUCTS]
     cdef Py_ssize_t count = 0
-    cdef Py_ssize_t s0 = o.lddy if o.tdy == b'N' else 1, s1 = 1 if o.tdy == b'N' else o.lddy
+    cdef Py_ssize_t s0 = ops.lddy if ops.tdy == b'N' else 1, s1 = 1 if ops.tdy == b'N' else ops.lddy
     cdef const floating* g = dy
-    cdef char tg = o.tdy
-    cdef Py_ssize_t ldg = o.lddy
-    if o.act and o.overwrite_dy:
-        column_sums(dy, s0, s1, o.N, o.M_out, db, accumulate[2], db_work, num_threads,
-                    o.act, <const floating*>o.saved, <floating*>dy, s0, s1)
-    elif o.act:  # scratch laid out as dy is, so that BLAS reads it as it would dy
-        ldg = o.M_out if o.tdy == b'N' else o.N
-        column_sums(dy, s0, s1, o.N, o.M_out, db, accumulate[2], db_work, num_threads,
-                    o.act, <const floating*>o.saved, dz_work, ldg if o.tdy == b'N' else 1,
-                    1 if o.tdy == b'N' else ldg)
+    cdef char tg = ops.tdy
+    cdef Py_ssize_t ldg = ops.lddy
+    if ops.act and ops.overwrite_dy:
+        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], db_work, num_threads,
+                    ops.act, <const floating*>ops.saved, <floating*>dy, s0, s1)
+    elif ops.act:  # scratch laid out as dy is, so that BLAS reads it as it would dy
+        ldg = ops.M_out if ops.tdy == b'N' else ops.N
+        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], db_work, num_threads,
+                    ops.act, <const floating*>ops.saved, dz_work, ldg if ops.tdy == b'N' else 1,
+                    1 if ops.tdy == b'N' else ldg)
         g = dz_work
     if dx != NULL:
-        p[count] = product(tg, o.tWT, o.N, o.M_in, o.M_out, g, ldg, WT, o.ldWT,
-                           <floating*>NULL, accumulate[0], dx, o.M_in, work, setting, 0,
+        products[count] = product(tg, ops.tWT, ops.N, ops.M_in, ops.M_out, g, ldg, WT, ops.ldWT,
+                           <floating*>NULL, accumulate[0], dx, ops.M_in, work, setting, 0,
                            <floating*>NULL)
-        work += product_workspace(o.N, o.M_in, o.M_out, setting)
+        work += product_workspace(ops.N, ops.M_in, ops.M_out, setting)
         count += 1
     if dW != NULL:
-        p[count] = product(flip(o.tx), tg, o.M_in, o.M_out, o.N, x, o.ldx, g, ldg,
-                           <floating*>NULL, accumulate[1], dW, o.M_out, work, setting, 0,
+        products[count] = product(other_trans(ops.tx), tg, ops.M_in, ops.M_out, ops.N, x, ops.ldx, g, ldg,
+                           <floating*>NULL, accumulate[1], dW, ops.M_out, work, setting, 0,
                            <floating*>NULL)
         count += 1
-    gemm_products(p, count, num_threads)
-    if db != NULL and not o.act:
-        column_sums(dy, s0, s1, o.N, o.M_out, db, accumulate[2], db_work, num_threads,
+    gemm_products(products, count, num_threads)
+    if db != NULL and not ops.act:
+        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], db_work, num_threads,
                     0, <const floating*>NULL, <floating*>NULL, 0, 0)
 
 
@@ -197,36 +197,36 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     sigmoid) or z (the gelus), C-contiguous like dy, and dz = dy * f'(.) is
     written into dy if ``overwrite_dy`` (dy must then be writeable).
     """
-    cdef Operands o
-    cdef bint acc[3]
-    acc[0], acc[1], acc[2] = add_dx, add_dW, add_db
+    cdef Operands ops
+    cdef bint add[3]
+    add[0], add[1], add[2] = add_dx, add_dW, add_db
     cdef char tW
     cdef Py_ssize_t ldW
-    if not (layout(x, &o.tx, &o.ldx) and layout(W, &tW, &ldW)
-            and layout(dy, &o.tdy, &o.lddy)):
+    if not (layout(x, &ops.tx, &ops.ldx) and layout(W, &tW, &ldW)
+            and layout(dy, &ops.tdy, &ops.lddy)):
         raise ValueError("x, W and dy must be 2-D, aligned and readable by BLAS in place")
-    o.N = cnp.PyArray_DIM(<cnp.ndarray>dy, 0)
-    o.M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
-    o.M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+    ops.N = cnp.PyArray_DIM(<cnp.ndarray>dy, 0)
+    ops.M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
+    ops.M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>dy)
     if (typenum not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
             or cnp.PyArray_TYPE(<cnp.ndarray>x) != typenum
             or cnp.PyArray_TYPE(<cnp.ndarray>W) != typenum
-            or cnp.PyArray_DIM(<cnp.ndarray>x, 0) != o.N
-            or cnp.PyArray_DIM(<cnp.ndarray>x, 1) != o.M_in
-            or cnp.PyArray_DIM(<cnp.ndarray>dy, 1) != o.M_out
-            or not (dx is None or c_array(dx, typenum, o.N, o.M_in, True))
-            or not (dW is None or c_array(dW, typenum, o.M_in, o.M_out, True))
-            or not (db is None or c_array(db, typenum, o.M_out, -1, True))
+            or cnp.PyArray_DIM(<cnp.ndarray>x, 0) != ops.N
+            or cnp.PyArray_DIM(<cnp.ndarray>x, 1) != ops.M_in
+            or cnp.PyArray_DIM(<cnp.ndarray>dy, 1) != ops.M_out
+            or not (dx is None or c_array(dx, typenum, ops.N, ops.M_in, True))
+            or not (dW is None or c_array(dW, typenum, ops.M_in, ops.M_out, True))
+            or not (db is None or c_array(db, typenum, ops.M_out, -1, True))
             or not 0 <= act <= GELU_TANH
-            or (act and not c_array(saved, typenum, o.N, o.M_out, False))
+            or (act and not c_array(saved, typenum, ops.N, ops.M_out, False))
             or (act and overwrite_dy and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>dy))):
         raise ValueError("backward: x, W, dy, dx, dW, db and the saved activation must agree "
                          "in dtype and shape")
-    o.act, o.saved, o.overwrite_dy = act, data(saved) if act else NULL, overwrite_dy
+    ops.act, ops.saved, ops.overwrite_dy = act, data(saved) if act else NULL, overwrite_dy
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
     cdef TaskSetting setting = setting_of(plan)
-    cdef int path = par.plan_path(plan)
+    cdef int path = parallel.plan_path(plan)
     cdef void* xp = data(x)
     cdef void* Wp = data(W)
     cdef void* dyp = data(dy)
@@ -240,61 +240,61 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     cdef double* dbw
     cdef double db_small[SMALL_DB_WORK]
     cdef double WT_small[SMALL_WT]  # room for as many float64 or float32 elements
-    o.tWT, o.ldWT = flip(tW), ldW
+    ops.tWT, ops.ldWT = other_trans(tW), ldW
     # BLAS computes dy W^T faster from W^T stored row by row than from W (its
     # small-matrix kernels by about a quarter), by more than a copy of W costs
     # once there are this many rows; products big enough to be TILED run
     # BLAS's packing path, where the two are alike.
-    cdef bint transpose = (path != par.TILED and dx is not None and tW == b'N'
-                           and o.N >= TRANSPOSE_MIN_ROWS and o.M_in > 0 and o.M_out > 0)
-    cdef bint fused = path == par.BLOCKED and o.N > 0
+    cdef bint transpose = (path != parallel.TILED and dx is not None and tW == b'N'
+                           and ops.N >= TRANSPOSE_MIN_ROWS and ops.M_in > 0 and ops.M_out > 0)
+    cdef bint fused = path == parallel.BLOCKED and ops.N > 0
     if transpose:
         WTp = WT_small
-        if o.M_in * o.M_out > SMALL_WT:
-            WT = scratch(o.M_in * o.M_out, typenum)
+        if ops.M_in * ops.M_out > SMALL_WT:
+            WT = scratch(ops.M_in * ops.M_out, typenum)
             WTp = data(WT)
     if fused:
         # The chunking is decided here, once, and the scratch sized from it.
-        rows = par.block_rows(2 * o.M_in + o.M_out, 8 if is_double else 4, blas_int_max())
-        chunks = fused_chunks(o.N, o.M_in, o.M_out, rows)
-        work = scratch(chunks * o.M_in * o.M_out if dW is not None else 0, typenum)
-        db_work = scratch(chunks * o.M_out if db is not None else 0, cnp.NPY_DOUBLE)
-        dz_work = scratch(chunks * rows * o.M_out if act and not overwrite_dy else 0, typenum)
+        rows = parallel.block_rows(2 * ops.M_in + ops.M_out, 8 if is_double else 4, blas_int_max())
+        chunks = fused_chunks(ops.N, ops.M_in, ops.M_out, rows)
+        work = scratch(chunks * ops.M_in * ops.M_out if dW is not None else 0, typenum)
+        db_work = scratch(chunks * ops.M_out if db is not None else 0, cnp.NPY_DOUBLE)
+        dz_work = scratch(chunks * rows * ops.M_out if act and not overwrite_dy else 0, typenum)
         wp, dbw, dzp = data(work), <double*>data(db_work), data(dz_work)
     else:
         if dx is not None:
-            size = product_workspace(o.N, o.M_in, o.M_out, setting)
+            size = product_workspace(ops.N, ops.M_in, ops.M_out, setting)
         if dW is not None:
-            size += product_workspace(o.M_in, o.M_out, o.N, setting)
+            size += product_workspace(ops.M_in, ops.M_out, ops.N, setting)
         work = scratch(size, typenum)
         wp, dbw = data(work), db_small
-        size = column_sums_workspace(o.N, o.M_out) if db is not None else 0
+        size = column_sums_workspace(ops.N, ops.M_out) if db is not None else 0
         if size > SMALL_DB_WORK:  # small calls allocate nothing for db
             db_work = scratch(size, cnp.NPY_DOUBLE)
             dbw = <double*>data(db_work)
-        dz_work = scratch(o.N * o.M_out if act and not overwrite_dy else 0, typenum)
+        dz_work = scratch(ops.N * ops.M_out if act and not overwrite_dy else 0, typenum)
         dzp = data(dz_work)
     # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
     # the GIL over and back costs.
-    cdef par.PyThreadState* released = par.release_gil(path != par.SERIAL)
+    cdef parallel.PyThreadState* released = parallel.release_gil(path != parallel.SERIAL)
     if transpose:
         if is_double:
-            _transpose(<double*>Wp, ldW, o.M_in, o.M_out, <double*>WTp)
+            _transpose(<double*>Wp, ldW, ops.M_in, ops.M_out, <double*>WTp)
         else:
-            _transpose(<float*>Wp, ldW, o.M_in, o.M_out, <float*>WTp)
-        Wp, o.tWT, o.ldWT = WTp, b'N', o.M_in
+            _transpose(<float*>Wp, ldW, ops.M_in, ops.M_out, <float*>WTp)
+        Wp, ops.tWT, ops.ldWT = WTp, b'N', ops.M_in
     if fused and is_double:
-        _fused(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp, <double*>dWp,
-               <double*>dbp, acc, rows, chunks, <double*>wp, dbw, <double*>dzp, num_threads)
+        _fused(&ops, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp, <double*>dWp,
+               <double*>dbp, add, rows, chunks, <double*>wp, dbw, <double*>dzp, num_threads)
     elif fused:
-        _fused(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp, <float*>dWp,
-               <float*>dbp, acc, rows, chunks, <float*>wp, dbw, <float*>dzp, num_threads)
+        _fused(&ops, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp, <float*>dWp,
+               <float*>dbp, add, rows, chunks, <float*>wp, dbw, <float*>dzp, num_threads)
     elif is_double:
-        _separate(&o, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,
-                  <double*>dWp, <double*>dbp, acc, <double*>wp, dbw, <double*>dzp, setting,
+        _separate(&ops, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,
+                  <double*>dWp, <double*>dbp, add, <double*>wp, dbw, <double*>dzp, setting,
                   num_threads)
     else:
-        _separate(&o, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp,
-                  <float*>dWp, <float*>dbp, acc, <float*>wp, dbw, <float*>dzp, setting,
+        _separate(&ops, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp,
+                  <float*>dWp, <float*>dbp, add, <float*>wp, dbw, <float*>dzp, setting,
                   num_threads)
-    par.restore_gil(released)
+    parallel.restore_gil(released)

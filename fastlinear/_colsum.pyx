@@ -9,7 +9,7 @@ result is bitwise the same for any thread count, and float32 input is summed
 in float64 before the single rounding at the end.
 """
 from cython.parallel cimport prange
-cimport fastlinear._parallel as par
+cimport fastlinear._parallel as parallel
 from fastlinear._epilogue cimport activation_grad
 
 # A column block of 512 float64 accumulators (4 KiB) stays in L1 while a task
@@ -56,8 +56,8 @@ cdef void colsum_add(const floating* a, Py_ssize_t s0, Py_ssize_t s1,
 
 
 cdef inline Py_ssize_t _chunks(Py_ssize_t N, Py_ssize_t M_out) noexcept nogil:
-    cdef Py_ssize_t blocks = max(1, par.ceil_div(M_out, COLS))
-    return max(1, min(par.ceil_div(N, MIN_ROWS), par.ceil_div(TASKS, blocks)))
+    cdef Py_ssize_t blocks = max(1, parallel.ceil_div(M_out, COLS))
+    return max(1, min(parallel.ceil_div(N, MIN_ROWS), parallel.ceil_div(TASKS, blocks)))
 
 
 cdef Py_ssize_t column_sums_workspace(Py_ssize_t N, Py_ssize_t M_out) noexcept nogil:
@@ -79,8 +79,8 @@ cdef void _combine_block(Py_ssize_t blk, const partial_t* parts, Py_ssize_t chun
 cdef void combine(const partial_t* parts, Py_ssize_t chunks, Py_ssize_t width,
                   floating* out, bint accumulate, int num_threads) noexcept nogil:
     """out[e] (+)= sum over c of parts[c, e], added in chunk order in float64."""
-    cdef Py_ssize_t blocks = par.ceil_div(width, COLS), blk
-    cdef int threads = par.threads_for(num_threads, blocks)
+    cdef Py_ssize_t blocks = parallel.ceil_div(width, COLS), blk
+    cdef int threads = parallel.threads_for(num_threads, blocks)
     if threads == 1:
         for blk in range(blocks):
             _combine_block(blk, parts, chunks, width, out, accumulate)
@@ -105,7 +105,7 @@ cdef void _sum_task(Py_ssize_t t, Py_ssize_t chunks, Py_ssize_t blocks,
     (work is NULL when only dz is wanted)."""
     cdef Py_ssize_t c = t // blocks, j
     cdef Py_ssize_t j0 = (t % blocks) * COLS, j1 = min(j0 + COLS, M_out)
-    cdef Py_ssize_t i0 = par.chunk_start(c, N, chunks), i1 = par.chunk_start(c + 1, N, chunks)
+    cdef Py_ssize_t i0 = parallel.chunk_start(c, N, chunks), i1 = parallel.chunk_start(c + 1, N, chunks)
     cdef double* acc = NULL
     if work != NULL:
         acc = work + c * M_out + j0
@@ -130,8 +130,8 @@ cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
     = dy * f'(saved) first, and db (if not NULL) sums dz.  ``work`` holds
     column_sums_workspace(N, M_out) float64 elements.
     """
-    cdef Py_ssize_t chunks = _chunks(N, M_out), blocks = par.ceil_div(M_out, COLS), t
-    cdef int threads = par.threads_for(num_threads, chunks * blocks)
+    cdef Py_ssize_t chunks = _chunks(N, M_out), blocks = parallel.ceil_div(M_out, COLS), t
+    cdef int threads = parallel.threads_for(num_threads, chunks * blocks)
     cdef Grad g
     g.act, g.saved, g.dz, g.t0, g.t1 = act, saved, dz, t0, t1
     if db == NULL:

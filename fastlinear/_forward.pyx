@@ -9,7 +9,7 @@ cimport numpy as cnp
 from libc.string cimport memcpy
 from cython cimport floating
 from cython.parallel cimport prange
-cimport fastlinear._parallel as par
+cimport fastlinear._parallel as parallel
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
 from fastlinear._epilogue cimport activate, GELU_TANH
 from fastlinear._gemm cimport (Product, TaskSetting, product, gemm_products, product_workspace,
@@ -40,21 +40,21 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
                    floating* y, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
                    int path, Py_ssize_t rows, floating* work, TaskSetting setting,
                    int act, floating* z, int num_threads) noexcept nogil:
-    cdef Py_ssize_t blocks = par.ceil_div(N, rows), blk
-    cdef Product p
-    if path == par.SERIAL or (path == par.BLOCKED and N <= rows):
+    cdef Py_ssize_t blocks = parallel.ceil_div(N, rows), blk
+    cdef Product prod
+    if path == parallel.SERIAL or (path == parallel.BLOCKED and N <= rows):
         _rows(x, tx, ldx, W, tW, ldW, b, y, 0, N, M_in, M_out, act, z)
-    elif path == par.BLOCKED:
+    elif path == parallel.BLOCKED:
         # Narrow W: each cache-sized block of rows gets its bias and its
         # product while it is in this core's cache.
-        for blk in prange(blocks, num_threads=par.threads_for(num_threads, blocks),
+        for blk in prange(blocks, num_threads=parallel.threads_for(num_threads, blocks),
                           schedule='dynamic'):
             _rows(x, tx, ldx, W, tW, ldW, b, y, blk * rows, min(N, (blk + 1) * rows),
                   M_in, M_out, act, z)
     else:
-        p = product(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, setting,
+        prod = product(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, setting,
                     act, z)
-        gemm_products(&p, 1, num_threads)
+        gemm_products(&prod, 1, num_threads)
 
 
 cpdef forward(object x, object W, object b, object y, int act, object z, int plan,
@@ -86,10 +86,10 @@ cpdef forward(object x, object W, object b, object y, int act, object z, int pla
             or not 0 <= act <= GELU_TANH):
         raise ValueError("forward: x, W, b and y must agree in dtype and shape")
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
-    cdef Py_ssize_t rows = par.block_rows(M_in + M_out, 8 if is_double else 4, blas_int_max())
+    cdef Py_ssize_t rows = parallel.block_rows(M_in + M_out, 8 if is_double else 4, blas_int_max())
     cdef TaskSetting setting = setting_of(plan)
-    cdef int path = par.plan_path(plan)
-    cdef Py_ssize_t size = product_workspace(N, M_out, M_in, setting) if path == par.TILED else 0
+    cdef int path = parallel.plan_path(plan)
+    cdef Py_ssize_t size = product_workspace(N, M_out, M_in, setting) if path == parallel.TILED else 0
     work = scratch(size, typenum)
     cdef void* xp = data(x)
     cdef void* Wp = data(W)
@@ -99,11 +99,11 @@ cpdef forward(object x, object W, object b, object y, int act, object z, int pla
     cdef void* zp = data(z)
     # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
     # the GIL over and back costs.
-    cdef par.PyThreadState* released = par.release_gil(path != par.SERIAL)
+    cdef parallel.PyThreadState* released = parallel.release_gil(path != parallel.SERIAL)
     if is_double:
         _forward(<double*>xp, tx, ldx, <double*>Wp, tW, ldW, <double*>bp, <double*>yp,
                  N, M_in, M_out, path, rows, <double*>wp, setting, act, <double*>zp, num_threads)
     else:
         _forward(<float*>xp, tx, ldx, <float*>Wp, tW, ldW, <float*>bp, <float*>yp,
                  N, M_in, M_out, path, rows, <float*>wp, setting, act, <float*>zp, num_threads)
-    par.restore_gil(released)
+    parallel.restore_gil(released)

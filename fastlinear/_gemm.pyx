@@ -16,7 +16,7 @@ import os
 
 from cython.parallel cimport prange
 from libc.string cimport memcpy
-cimport fastlinear._parallel as par
+cimport fastlinear._parallel as parallel
 from fastlinear._blas cimport gemm, row, col
 from fastlinear._epilogue cimport activate
 
@@ -56,9 +56,10 @@ def machine_tasks():
 
 
 cdef TaskSetting setting_of(int plan) noexcept nogil:
-    cdef TaskSetting s
-    s.small_kernels, s.tasks = par.plan_small_kernels(plan), par.plan_tasks(plan)
-    return s
+    cdef TaskSetting setting
+    setting.small_kernels = parallel.plan_small_kernels(plan)
+    setting.tasks = parallel.plan_tasks(plan)
+    return setting
 
 
 cdef bint _small_tasks(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint small_kernels) noexcept nogil:
@@ -83,7 +84,7 @@ cdef Tiles _small_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint tn) noexc
             t.tn *= 2
         else:
             t.tm *= 2
-        mt, nt = par.ceil_div(m, t.tm), par.ceil_div(n, t.tn)
+        mt, nt = parallel.ceil_div(m, t.tm), parallel.ceil_div(n, t.tn)
     return t
 
 
@@ -136,11 +137,11 @@ cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t ta
     return t
 
 
-cdef Tiles _tiles(const Product* p) noexcept nogil:
-    if _small_tasks(p.m, p.n, p.k, p.setting.small_kernels):
+cdef Tiles _tiles(const Product* prod) noexcept nogil:
+    if _small_tasks(prod.m, prod.n, prod.k, prod.setting.small_kernels):
         # BLAS's A^T B in column-major terms is C = op(A) op(B) with only B transposed.
-        return _small_tiles(p.m, p.n, p.k, p.transA == b'N' and p.transB == b'T')
-    return _packed_tiles(p.m, p.n, p.k, p.setting.tasks)
+        return _small_tiles(prod.m, prod.n, prod.k, prod.transA == b'N' and prod.transB == b'T')
+    return _packed_tiles(prod.m, prod.n, prod.k, prod.setting.tasks)
 
 
 def in_small_kernel_range(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
@@ -151,11 +152,11 @@ def in_small_kernel_range(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
 def _task_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, str transA, str transB,
                bint small_kernels, Py_ssize_t tasks):
     """(tm, tn, tk): how a product is cut into tasks (for tests)."""
-    cdef Product p
-    p.m, p.n, p.k = m, n, k
-    p.setting.small_kernels, p.setting.tasks = small_kernels, tasks
-    p.transA, p.transB = ord(transA), ord(transB)
-    cdef Tiles t = _tiles(&p)
+    cdef Product prod
+    prod.m, prod.n, prod.k = m, n, k
+    prod.setting.small_kernels, prod.setting.tasks = small_kernels, tasks
+    prod.transA, prod.transB = ord(transA), ord(transB)
+    cdef Tiles t = _tiles(&prod)
     return t.tm, t.tn, t.tk
 
 
@@ -167,49 +168,49 @@ cdef Py_ssize_t product_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     return (_packed_tiles(m, n, k, setting.tasks).tk - 1) * m * n
 
 
-cdef void _task(Py_ssize_t t, Tiles s, const Product* p, const floating* A,
+cdef void _task(Py_ssize_t t, Tiles tiles, const Product* prod, const floating* A,
                 const floating* B, const floating* bias, floating* C,
                 floating* work) noexcept nogil:
-    cdef Py_ssize_t tile = t % (s.tm * s.tn), kk = t // (s.tm * s.tn)
-    cdef Py_ssize_t i0 = par.chunk_start(tile // s.tn, p.m, s.tm)
-    cdef Py_ssize_t i1 = par.chunk_start(tile // s.tn + 1, p.m, s.tm)
-    cdef Py_ssize_t j0 = par.chunk_start(tile % s.tn, p.n, s.tn)
-    cdef Py_ssize_t j1 = par.chunk_start(tile % s.tn + 1, p.n, s.tn)
-    cdef Py_ssize_t k0 = par.chunk_start(kk, p.k, s.tk), k1 = par.chunk_start(kk + 1, p.k, s.tk)
-    cdef Py_ssize_t i, ld = p.ldC
+    cdef Py_ssize_t tile = t % (tiles.tm * tiles.tn), kk = t // (tiles.tm * tiles.tn)
+    cdef Py_ssize_t i0 = parallel.chunk_start(tile // tiles.tn, prod.m, tiles.tm)
+    cdef Py_ssize_t i1 = parallel.chunk_start(tile // tiles.tn + 1, prod.m, tiles.tm)
+    cdef Py_ssize_t j0 = parallel.chunk_start(tile % tiles.tn, prod.n, tiles.tn)
+    cdef Py_ssize_t j1 = parallel.chunk_start(tile % tiles.tn + 1, prod.n, tiles.tn)
+    cdef Py_ssize_t k0 = parallel.chunk_start(kk, prod.k, tiles.tk), k1 = parallel.chunk_start(kk + 1, prod.k, tiles.tk)
+    cdef Py_ssize_t i, ld = prod.ldC
     cdef floating* out = C
-    cdef floating beta = p.accumulate or bias != NULL
+    cdef floating beta = prod.accumulate or bias != NULL
     if kk > 0:  # a later slice of k: its own partial C, added in order afterwards
-        out = work + (kk - 1) * p.m * p.n
-        ld = p.n
+        out = work + (kk - 1) * prod.m * prod.n
+        ld = prod.n
         beta = 0
     elif bias != NULL:
         for i in range(i0, i1):
             memcpy(C + i * ld + j0, bias + j0, (j1 - j0) * sizeof(floating))
-    gemm(p.transA, p.transB, i1 - i0, j1 - j0, k1 - k0,
-         col(row(A, p.transA, p.ldA, i0), p.transA, p.ldA, k0), p.ldA,
-         col(row(B, p.transB, p.ldB, k0), p.transB, p.ldB, j0), p.ldB,
+    gemm(prod.transA, prod.transB, i1 - i0, j1 - j0, k1 - k0,
+         col(row(A, prod.transA, prod.ldA, i0), prod.transA, prod.ldA, k0), prod.ldA,
+         col(row(B, prod.transB, prod.ldB, k0), prod.transB, prod.ldB, j0), prod.ldB,
          beta, out + i0 * ld + j0, ld)
-    if s.tk == 1 and (p.act or p.aux != NULL):  # the tile is complete and in cache
-        activate(p.act, C + i0 * ld + j0, ld, i1 - i0, j1 - j0,
-                 <floating*>p.aux + i0 * p.n + j0 if p.aux != NULL else NULL, p.n)
+    if tiles.tk == 1 and (prod.act or prod.aux != NULL):  # the tile is complete and in cache
+        activate(prod.act, C + i0 * ld + j0, ld, i1 - i0, j1 - j0,
+                 <floating*>prod.aux + i0 * prod.n + j0 if prod.aux != NULL else NULL, prod.n)
 
 
-cdef void _run_task(Py_ssize_t t, const Product* p, const Tiles* s) noexcept nogil:
-    """Task t of the products p, numbered one product after another."""
-    while t >= s.tm * s.tn * s.tk:
-        t -= s.tm * s.tn * s.tk
-        p += 1
-        s += 1
-    if p.is_double:
-        _task(t, s[0], p, <const double*>p.A, <const double*>p.B, <const double*>p.bias,
-              <double*>p.C, <double*>p.work)
+cdef void _run_task(Py_ssize_t t, const Product* prod, const Tiles* tiles) noexcept nogil:
+    """Task t of the products ``prod``, numbered one product after another."""
+    while t >= tiles.tm * tiles.tn * tiles.tk:
+        t -= tiles.tm * tiles.tn * tiles.tk
+        prod += 1
+        tiles += 1
+    if prod.is_double:
+        _task(t, tiles[0], prod, <const double*>prod.A, <const double*>prod.B,
+              <const double*>prod.bias, <double*>prod.C, <double*>prod.work)
     else:
-        _task(t, s[0], p, <const float*>p.A, <const float*>p.B, <const float*>p.bias,
-              <float*>p.C, <float*>p.work)
+        _task(t, tiles[0], prod, <const float*>prod.A, <const float*>prod.B,
+              <const float*>prod.bias, <float*>prod.C, <float*>prod.work)
 
 
-cdef void _add_partials(Py_ssize_t i, const Product* p, Py_ssize_t parts, floating* C,
+cdef void _add_partials(Py_ssize_t i, const Product* prod, Py_ssize_t parts, floating* C,
                         const floating* work) noexcept nogil:
     """Row i of C plus the partial products of the later slices of k, in order.
 
@@ -218,12 +219,12 @@ cdef void _add_partials(Py_ssize_t i, const Product* p, Py_ssize_t parts, floati
     the loops over a block vectorise.
     """
     cdef double acc[ADD_BLOCK]
-    cdef Py_ssize_t j0 = 0, j, q, width, n = p.n, size = p.m * p.n
+    cdef Py_ssize_t j0 = 0, j, q, width, n = prod.n, size = prod.m * prod.n
     cdef floating* c
     cdef const floating* w
     while j0 < n:
         width = min(<Py_ssize_t>ADD_BLOCK, n - j0)
-        c = C + i * p.ldC + j0
+        c = C + i * prod.ldC + j0
         for j in range(width):
             acc[j] = c[j]
         for q in range(parts):
@@ -233,47 +234,47 @@ cdef void _add_partials(Py_ssize_t i, const Product* p, Py_ssize_t parts, floati
         for j in range(width):
             c[j] = <floating>acc[j]
         j0 += ADD_BLOCK
-    if p.act or p.aux != NULL:  # the row is complete
-        activate(p.act, C + i * p.ldC, p.ldC, 1, n,
-                 <floating*>p.aux + i * n if p.aux != NULL else NULL, n)
+    if prod.act or prod.aux != NULL:  # the row is complete
+        activate(prod.act, C + i * prod.ldC, prod.ldC, 1, n,
+                 <floating*>prod.aux + i * n if prod.aux != NULL else NULL, n)
 
 
-cdef void _add_row(Py_ssize_t i, const Product* p, Py_ssize_t parts) noexcept nogil:
-    if p.is_double:
-        _add_partials(i, p, parts, <double*>p.C, <const double*>p.work)
+cdef void _add_row(Py_ssize_t i, const Product* prod, Py_ssize_t parts) noexcept nogil:
+    if prod.is_double:
+        _add_partials(i, prod, parts, <double*>prod.C, <const double*>prod.work)
     else:
-        _add_partials(i, p, parts, <float*>p.C, <const float*>p.work)
+        _add_partials(i, prod, parts, <float*>prod.C, <const float*>prod.work)
 
 
-cdef void gemm_products(const Product* p, Py_ssize_t count, int num_threads) noexcept nogil:
+cdef void gemm_products(const Product* prod, Py_ssize_t count, int num_threads) noexcept nogil:
     """Run ``count`` independent products (at most MAX_PRODUCTS) as one pool of tasks.
 
     One parallel region for all: no thread waits at the end of one product
     while the other still has tasks, and one team start instead of several.
     """
-    cdef Tiles s[MAX_PRODUCTS]
+    cdef Tiles tiles[MAX_PRODUCTS]
     cdef Py_ssize_t tasks = 0, t, i, c
     cdef int threads
     for c in range(count):
-        s[c] = _tiles(&p[c])
-        tasks += s[c].tm * s[c].tn * s[c].tk
-    threads = par.threads_for(num_threads, tasks)
+        tiles[c] = _tiles(&prod[c])
+        tasks += tiles[c].tm * tiles[c].tn * tiles[c].tk
+    threads = parallel.threads_for(num_threads, tasks)
     if threads == 1:  # not even a one-thread OpenMP team: it costs microseconds
         for t in range(tasks):
-            _run_task(t, p, s)
+            _run_task(t, prod, tiles)
     else:
         for t in prange(tasks, num_threads=threads, schedule='dynamic'):
-            _run_task(t, p, s)
+            _run_task(t, prod, tiles)
     for c in range(count):
-        if s[c].tk == 1:
+        if tiles[c].tk == 1:
             continue
-        threads = par.threads_for(num_threads, p[c].m)
+        threads = parallel.threads_for(num_threads, prod[c].m)
         if threads == 1:
-            for i in range(p[c].m):
-                _add_row(i, &p[c], s[c].tk - 1)
+            for i in range(prod[c].m):
+                _add_row(i, &prod[c], tiles[c].tk - 1)
         else:
-            for i in prange(p[c].m, num_threads=threads, schedule='static'):
-                _add_row(i, &p[c], s[c].tk - 1)
+            for i in prange(prod[c].m, num_threads=threads, schedule='static'):
+                _add_row(i, &prod[c], tiles[c].tk - 1)
 
 
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -290,11 +291,11 @@ cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ss
     product_workspace(m, n, k, setting) elements; ``setting`` is
     setting_of(plan) as the caller read it.
     """
-    cdef Product p
-    p.transA, p.transB, p.m, p.n, p.k = transA, transB, m, n, k
-    p.A, p.ldA, p.B, p.ldB, p.bias = A, ldA, B, ldB, bias
-    p.accumulate, p.C, p.ldC, p.work = accumulate, C, ldC, work
-    p.is_double = floating is double
-    p.setting = setting
-    p.act, p.aux = act, aux
-    return p
+    cdef Product prod
+    prod.transA, prod.transB, prod.m, prod.n, prod.k = transA, transB, m, n, k
+    prod.A, prod.ldA, prod.B, prod.ldB, prod.bias = A, ldA, B, ldB, bias
+    prod.accumulate, prod.C, prod.ldC, prod.work = accumulate, C, ldC, work
+    prod.is_double = floating is double
+    prod.setting = setting
+    prod.act, prod.aux = act, aux
+    return prod

@@ -1,23 +1,23 @@
 # cython: language_level=3
-cimport fastlinear._parallel as par
+cimport fastlinear._parallel as parallel
 
 
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
-    return bool(par.FL_HAVE_OPENMP)
+    return bool(parallel.FL_HAVE_OPENMP)
 
 
 # The path codes a plan holds, for the Python layer that chooses them.
-PATHS = {"serial": par.SERIAL, "blocked": par.BLOCKED, "tiled": par.TILED}
+PATHS = {"serial": parallel.SERIAL, "blocked": parallel.BLOCKED, "tiled": parallel.TILED}
 
 
 def make_plan(int path, bint small_kernels, Py_ssize_t tasks):
     """The int a kernel takes for a path, a small-kernel cut and tasks per product."""
-    if path not in (par.SERIAL, par.BLOCKED, par.TILED) or not 1 <= tasks <= 1 << 20:
+    if path not in (parallel.SERIAL, parallel.BLOCKED, parallel.TILED) or not 1 <= tasks <= 1 << 20:
         raise ValueError(f"no such plan: path {path}, tasks {tasks}")
     return path | (small_kernels << 2) | (tasks << 3)
 
 
 def plan_fields(int plan):
     """(path, small_kernels, tasks) of a plan made by make_plan."""
-    return par.plan_path(plan), bool(par.plan_small_kernels(plan)), par.plan_tasks(plan)
+    return parallel.plan_path(plan), bool(parallel.plan_small_kernels(plan)), parallel.plan_tasks(plan)
