@@ -21,7 +21,7 @@ from fastlinear._backward cimport backward
 from fastlinear._blas cimport blas_int_max, extent, layout
 from fastlinear._forward cimport forward
 from fastlinear._epilogue cimport NO_ACTIVATION, RELU, TANH, SIGMOID, GELU, GELU_TANH
-from fastlinear._parallel import openmp_enabled
+from fastlinear._parallel import threads_kind
 from fastlinear._threads import MAX_THREADS, blas_threads, check_threads, team_started
 
 cnp.import_array()
@@ -71,7 +71,8 @@ cpdef int activation_code(activation) except -1:
     raise (ValueError if isinstance(activation, str) else TypeError)(
         f"activation must be None or one of {_ACTIVATION_NAMES}, "
         f"got {activation!r}")
-_OPENMP = openmp_enabled()
+# GNU OpenMP's forked-child hang concerns only parallel loops run by OpenMP.
+_OPENMP = threads_kind() == "openmp"
 
 
 cpdef int default_path(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):

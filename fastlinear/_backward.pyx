@@ -6,7 +6,7 @@ Two strategies, chosen from the shape alone by the caller:
 * TILED (and SERIAL): dx and dW as tiled GEMMs sharing one pool of tasks,
   then the column-sum reduction.  Fastest when the products are large.
 * BLOCKED, for narrow W: the rows are cut into chunks fixed by the shape and a
-  ``prange`` runs over them; each chunk walks its rows in cache-sized blocks
+  parallel loop runs over them; each chunk walks its rows in cache-sized blocks
   and, while a block of dy is in cache, computes that block of dx, adds its
   share of dW to the chunk's partial dW and its column sums to the chunk's
   partial db.  The partials are then added in chunk order.  This reads dy and
@@ -23,7 +23,6 @@ reads a copy of W^T, which BLAS's small-matrix kernels multiply faster.
 """
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange
 cimport fastlinear._parallel as parallel
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
 from fastlinear._gemm cimport (Product, MAX_PRODUCTS, product, gemm_products, product_workspace,
@@ -62,6 +61,7 @@ cdef struct Operands:
     int act
     const void* saved
     bint overwrite_dy
+    bint is_double
 
 
 cdef extern from "_transpose.h":
@@ -131,15 +131,43 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
         i += n
 
 
+cdef struct Chunks:
+    # The arguments of _fused_chunk, for the tasks of a BLOCKED backward.
+    const Operands* ops
+    const void* x
+    const void* WT
+    const void* dy
+    void* dx
+    void* dW
+    void* db
+    const bint* accumulate
+    Py_ssize_t rows, chunks
+    void* parts_dW
+    double* parts_db
+    void* dz_work
+
+
+cdef void _chunk_task(Py_ssize_t c, void* arg) noexcept nogil:
+    cdef Chunks* a = <Chunks*>arg
+    if a.ops.is_double:
+        _fused_chunk(c, a.chunks, a.rows, a.ops, <const double*>a.x, <const double*>a.WT,
+                     <const double*>a.dy, <double*>a.dx, <double*>a.dW, <double*>a.db,
+                     a.accumulate, <double*>a.parts_dW, a.parts_db, <double*>a.dz_work)
+    else:
+        _fused_chunk(c, a.chunks, a.rows, a.ops, <const float*>a.x, <const float*>a.WT,
+                     <const float*>a.dy, <float*>a.dx, <float*>a.dW, <float*>a.db,
+                     a.accumulate, <float*>a.parts_dW, a.parts_db, <float*>a.dz_work)
+
+
 cdef void _fused(const Operands* ops, const floating* x, const floating* WT, const floating* dy,
                  floating* dx, floating* dW, floating* db, const bint* accumulate,
                  Py_ssize_t rows, Py_ssize_t chunks, floating* parts_dW, double* parts_db,
                  floating* dz_work, int num_threads) noexcept nogil:
-    cdef Py_ssize_t c
-    for c in prange(chunks, num_threads=parallel.threads_for(num_threads, chunks),
-                    schedule='dynamic'):
-        _fused_chunk(c, chunks, rows, ops, x, WT, dy, dx, dW, db, accumulate, parts_dW, parts_db,
-                     dz_work)
+    cdef Chunks a
+    a.ops, a.x, a.WT, a.dy, a.dx, a.dW, a.db = ops, x, WT, dy, dx, dW, db
+    a.accumulate, a.rows, a.chunks = accumulate, rows, chunks
+    a.parts_dW, a.parts_db, a.dz_work = parts_dW, parts_db, dz_work
+    parallel.parallel_for(chunks, parallel.threads_for(num_threads, chunks), _chunk_task, &a)
     if dW != NULL:
         combine(parts_dW, chunks, ops.M_in * ops.M_out, dW, accumulate[1], num_threads)
     if db != NULL:
@@ -225,6 +253,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
                          "in dtype and shape")
     ops.act, ops.saved, ops.overwrite_dy = act, data(saved) if act else NULL, overwrite_dy
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
+    ops.is_double = is_double
     cdef TaskSetting setting = setting_of(plan)
     cdef int path = parallel.plan_path(plan)
     cdef void* xp = data(x)

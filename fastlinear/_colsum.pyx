@@ -8,7 +8,6 @@ float64 partial, and the partials are added chunk by chunk in order.  So the
 result is bitwise the same for any thread count, and float32 input is summed
 in float64 before the single rounding at the end.
 """
-from cython.parallel cimport prange
 cimport fastlinear._parallel as parallel
 from fastlinear._epilogue cimport activation_grad
 
@@ -76,33 +75,65 @@ cdef void _combine_block(Py_ssize_t blk, const partial_t* parts, Py_ssize_t chun
         out[e] = <floating>s
 
 
+cdef struct Combine:
+    # The arguments of _combine_block, for its tasks; the partials are float64
+    # (db's) or of out's type (dW's).
+    const void* parts
+    void* out
+    Py_ssize_t chunks, width
+    bint accumulate, out_double, parts_double
+
+
+cdef void _combine_task(Py_ssize_t blk, void* arg) noexcept nogil:
+    cdef Combine* a = <Combine*>arg
+    if a.out_double:
+        _combine_block(blk, <const double*>a.parts, a.chunks, a.width, <double*>a.out,
+                       a.accumulate)
+    elif a.parts_double:
+        _combine_block(blk, <const double*>a.parts, a.chunks, a.width, <float*>a.out,
+                       a.accumulate)
+    else:
+        _combine_block(blk, <const float*>a.parts, a.chunks, a.width, <float*>a.out,
+                       a.accumulate)
+
+
 cdef void combine(const partial_t* parts, Py_ssize_t chunks, Py_ssize_t width,
                   floating* out, bint accumulate, int num_threads) noexcept nogil:
     """out[e] (+)= sum over c of parts[c, e], added in chunk order in float64."""
-    cdef Py_ssize_t blocks = parallel.ceil_div(width, COLS), blk
-    cdef int threads = parallel.threads_for(num_threads, blocks)
-    if threads == 1:
-        for blk in range(blocks):
-            _combine_block(blk, parts, chunks, width, out, accumulate)
-    else:
-        for blk in prange(blocks, num_threads=threads, schedule='static'):
-            _combine_block(blk, parts, chunks, width, out, accumulate)
+    cdef Py_ssize_t blocks = parallel.ceil_div(width, COLS)
+    cdef Combine a
+    a.parts, a.out, a.chunks, a.width, a.accumulate = parts, out, chunks, width, accumulate
+    a.out_double, a.parts_double = floating is double, partial_t is double
+    parallel.parallel_for(blocks, parallel.threads_for(num_threads, blocks), _combine_task, &a)
 
 
-cdef struct Grad:
-    # What _sum_task computes with an activation: dz = dy * f'(saved), the
-    # sums taken of dz.
+cdef struct Sums:
+    # The arguments of _sum_task, for its tasks; with an activation
+    # (act != 0), dz = dy * f'(saved) and the sums are taken of dz.
+    const void* dy
+    Py_ssize_t s0, s1, N, M_out, chunks, blocks
+    double* work
     int act
     const void* saved   # C-contiguous, N x M_out
     void* dz
     Py_ssize_t t0, t1   # dz's element strides
+    bint is_double
 
 
-cdef void _sum_task(Py_ssize_t t, Py_ssize_t chunks, Py_ssize_t blocks,
-                    const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
-                    Py_ssize_t N, Py_ssize_t M_out, double* work, const Grad* g) noexcept nogil:
+cdef void _sum_task(Py_ssize_t t, void* arg) noexcept nogil:
+    cdef Sums* a = <Sums*>arg
+    if a.is_double:
+        _sum_block(t, a, <const double*>a.dy)
+    else:
+        _sum_block(t, a, <const float*>a.dy)
+
+
+cdef void _sum_block(Py_ssize_t t, const Sums* g, const floating* dy) noexcept nogil:
     """Rows of chunk t // blocks, columns of block t % blocks, into work[chunk]
     (work is NULL when only dz is wanted)."""
+    cdef Py_ssize_t chunks = g.chunks, blocks = g.blocks, N = g.N, M_out = g.M_out
+    cdef Py_ssize_t s0 = g.s0, s1 = g.s1
+    cdef double* work = g.work
     cdef Py_ssize_t c = t // blocks, j
     cdef Py_ssize_t j0 = (t % blocks) * COLS, j1 = min(j0 + COLS, M_out)
     cdef Py_ssize_t i0 = parallel.chunk_start(c, N, chunks), i1 = parallel.chunk_start(c + 1, N, chunks)
@@ -130,19 +161,14 @@ cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
     = dy * f'(saved) first, and db (if not NULL) sums dz.  ``work`` holds
     column_sums_workspace(N, M_out) float64 elements.
     """
-    cdef Py_ssize_t chunks = _chunks(N, M_out), blocks = parallel.ceil_div(M_out, COLS), t
-    cdef int threads = parallel.threads_for(num_threads, chunks * blocks)
-    cdef Grad g
-    g.act, g.saved, g.dz, g.t0, g.t1 = act, saved, dz, t0, t1
-    if db == NULL:
-        work = NULL
+    cdef Sums a
+    a.chunks, a.blocks = _chunks(N, M_out), parallel.ceil_div(M_out, COLS)
+    a.dy, a.s0, a.s1, a.N, a.M_out = dy, s0, s1, N, M_out
+    a.work = work if db != NULL else NULL
+    a.act, a.saved, a.dz, a.t0, a.t1, a.is_double = act, saved, dz, t0, t1, floating is double
     if M_out == 0:
         return
-    if threads == 1:
-        for t in range(chunks * blocks):
-            _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work, &g)
-    else:
-        for t in prange(chunks * blocks, num_threads=threads, schedule='static'):
-            _sum_task(t, chunks, blocks, dy, s0, s1, N, M_out, work, &g)
+    parallel.parallel_for(a.chunks * a.blocks,
+                          parallel.threads_for(num_threads, a.chunks * a.blocks), _sum_task, &a)
     if db != NULL:
-        combine(work, chunks, M_out, db, accumulate, num_threads)
+        combine(work, a.chunks, M_out, db, accumulate, num_threads)

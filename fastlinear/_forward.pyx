@@ -8,7 +8,6 @@ temporary the size of y is ever made and y is not passed over again.
 cimport numpy as cnp
 from libc.string cimport memcpy
 from cython cimport floating
-from cython.parallel cimport prange
 cimport fastlinear._parallel as parallel
 from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
 from fastlinear._epilogue cimport activate, GELU_TANH
@@ -35,22 +34,47 @@ cdef void _rows(const floating* x, char tx, Py_ssize_t ldx,
                  z + i0 * M_out if z != NULL else NULL, M_out)
 
 
+cdef struct Blocks:
+    # The arguments of _rows, for the tasks of a BLOCKED forward.
+    const void* x
+    const void* W
+    const void* b
+    void* y
+    void* z
+    char tx, tW
+    Py_ssize_t ldx, ldW, N, M_in, M_out, rows
+    int act
+    bint is_double
+
+
+cdef void _block_task(Py_ssize_t blk, void* arg) noexcept nogil:
+    cdef Blocks* a = <Blocks*>arg
+    cdef Py_ssize_t i0 = blk * a.rows, i1 = min(a.N, (blk + 1) * a.rows)
+    if a.is_double:
+        _rows(<const double*>a.x, a.tx, a.ldx, <const double*>a.W, a.tW, a.ldW,
+              <const double*>a.b, <double*>a.y, i0, i1, a.M_in, a.M_out, a.act, <double*>a.z)
+    else:
+        _rows(<const float*>a.x, a.tx, a.ldx, <const float*>a.W, a.tW, a.ldW,
+              <const float*>a.b, <float*>a.y, i0, i1, a.M_in, a.M_out, a.act, <float*>a.z)
+
+
 cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
                    const floating* W, char tW, Py_ssize_t ldW, const floating* b,
                    floating* y, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
                    int path, Py_ssize_t rows, floating* work, TaskSetting setting,
                    int act, floating* z, int num_threads) noexcept nogil:
-    cdef Py_ssize_t blocks = parallel.ceil_div(N, rows), blk
+    cdef Py_ssize_t blocks = parallel.ceil_div(N, rows)
     cdef Product prod
+    cdef Blocks a
     if path == parallel.SERIAL or (path == parallel.BLOCKED and N <= rows):
         _rows(x, tx, ldx, W, tW, ldW, b, y, 0, N, M_in, M_out, act, z)
     elif path == parallel.BLOCKED:
         # Narrow W: each cache-sized block of rows gets its bias and its
         # product while it is in this core's cache.
-        for blk in prange(blocks, num_threads=parallel.threads_for(num_threads, blocks),
-                          schedule='dynamic'):
-            _rows(x, tx, ldx, W, tW, ldW, b, y, blk * rows, min(N, (blk + 1) * rows),
-                  M_in, M_out, act, z)
+        a.x, a.W, a.b, a.y, a.z, a.tx, a.tW = x, W, b, y, z, tx, tW
+        a.ldx, a.ldW, a.N, a.M_in, a.M_out, a.rows = ldx, ldW, N, M_in, M_out, rows
+        a.act, a.is_double = act, floating is double
+        parallel.parallel_for(blocks, parallel.threads_for(num_threads, blocks), _block_task, &a)
     else:
         prod = product(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, setting,
                     act, z)

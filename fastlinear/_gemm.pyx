@@ -4,7 +4,7 @@
 BLAS threads its own GEMM by splitting C according to the thread count, so
 its results change in the last bits when the thread count does.  Here the
 product is cut into tasks that depend on (m, n, k) and on the call's plan
-(see fastlinear._plans) only, a prange hands them to the
+(see fastlinear._plans) only, a parallel loop hands them to the
 threads, and each task is one single-threaded BLAS call; partial products
 over slices of k are added in a fixed order.  Every element is thus computed
 by the same instructions whatever num_threads is.
@@ -14,7 +14,6 @@ _small_tiles); the call's plan says which.
 """
 import os
 
-from cython.parallel cimport prange
 from libc.string cimport memcpy
 cimport fastlinear._parallel as parallel
 from fastlinear._blas cimport gemm, row, col
@@ -246,35 +245,43 @@ cdef void _add_row(Py_ssize_t i, const Product* prod, Py_ssize_t parts) noexcept
         _add_partials(i, prod, parts, <float*>prod.C, <const float*>prod.work)
 
 
+cdef struct Pool:
+    # What a task of gemm_products reads: the products and their tiles, or
+    # (while partial products are added) one product and its slices of k.
+    const Product* prod
+    const Tiles* tiles
+    Py_ssize_t parts
+
+
+cdef void _tile_task(Py_ssize_t t, void* arg) noexcept nogil:
+    cdef Pool* pool = <Pool*>arg
+    _run_task(t, pool.prod, pool.tiles)
+
+
+cdef void _row_task(Py_ssize_t i, void* arg) noexcept nogil:
+    cdef Pool* pool = <Pool*>arg
+    _add_row(i, pool.prod, pool.parts)
+
+
 cdef void gemm_products(const Product* prod, Py_ssize_t count, int num_threads) noexcept nogil:
     """Run ``count`` independent products (at most MAX_PRODUCTS) as one pool of tasks.
 
-    One parallel region for all: no thread waits at the end of one product
-    while the other still has tasks, and one team start instead of several.
+    One parallel loop for all: no thread waits at the end of one product
+    while the other still has tasks.
     """
     cdef Tiles tiles[MAX_PRODUCTS]
-    cdef Py_ssize_t tasks = 0, t, i, c
-    cdef int threads
+    cdef Py_ssize_t tasks = 0, c
+    cdef Pool pool
     for c in range(count):
         tiles[c] = _tiles(&prod[c])
         tasks += tiles[c].tm * tiles[c].tn * tiles[c].tk
-    threads = parallel.threads_for(num_threads, tasks)
-    if threads == 1:  # not even a one-thread OpenMP team: it costs microseconds
-        for t in range(tasks):
-            _run_task(t, prod, tiles)
-    else:
-        for t in prange(tasks, num_threads=threads, schedule='dynamic'):
-            _run_task(t, prod, tiles)
+    pool.prod, pool.tiles = prod, tiles
+    parallel.parallel_for(tasks, parallel.threads_for(num_threads, tasks), _tile_task, &pool)
     for c in range(count):
-        if tiles[c].tk == 1:
-            continue
-        threads = parallel.threads_for(num_threads, prod[c].m)
-        if threads == 1:
-            for i in range(prod[c].m):
-                _add_row(i, &prod[c], tiles[c].tk - 1)
-        else:
-            for i in prange(prod[c].m, num_threads=threads, schedule='static'):
-                _add_row(i, &prod[c], tiles[c].tk - 1)
+        if tiles[c].tk > 1:
+            pool.prod, pool.parts = &prod[c], tiles[c].tk - 1
+            parallel.parallel_for(prod[c].m, parallel.threads_for(num_threads, prod[c].m),
+                                  _row_task, &pool)
 
 
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,

@@ -6,6 +6,11 @@
 cdef extern from "_omp.h":
     int FL_HAVE_OPENMP
 
+# A parallel loop: task(t, arg) for t in range(n) on up to ``threads`` threads,
+# the caller among them, tasks handed out one at a time (see _pool.h).
+ctypedef void (*task_fn)(Py_ssize_t t, void* arg) noexcept nogil
+cdef void parallel_for(Py_ssize_t n, int threads, task_fn task, void* arg) noexcept nogil
+
 cdef extern from "Python.h":
     ctypedef struct PyThreadState
     PyThreadState* PyEval_SaveThread() nogil

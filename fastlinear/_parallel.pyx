@@ -1,6 +1,23 @@
 # cython: language_level=3
 cimport fastlinear._parallel as parallel
 
+cdef extern from "_pool.h":
+    const char* FL_POOL_KIND
+    void fl_parallel_for(Py_ssize_t n, int threads, parallel.task_fn task, void* arg) noexcept nogil
+    void fl_pool_init()
+
+fl_pool_init()
+
+
+cdef void parallel_for(Py_ssize_t n, int threads, parallel.task_fn task, void* arg) noexcept nogil:
+    fl_parallel_for(n, threads, task, arg)
+
+
+def threads_kind():
+    """What runs the parallel loops: "pthreads" (a pool of fastlinear's own),
+    "openmp" (where there are no POSIX threads), or "serial"."""
+    return FL_POOL_KIND.decode()
+
 
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
