@@ -1,7 +1,10 @@
-"""Build the Cython kernels, with OpenMP when the compiler has it.
+"""Build the Cython kernels.
 
-Set FASTLINEAR_SANITIZE=1 to build with AddressSanitizer and
-UndefinedBehaviorSanitizer (see CONTRIBUTING.md).
+Their parallel loops run on a pool of POSIX threads (fastlinear/_pool.h);
+where there are none (Windows) on OpenMP when the compiler has it.  Set
+FASTLINEAR_SERIAL=1 to build kernels without threads, FASTLINEAR_SANITIZE=1
+to build with AddressSanitizer and UndefinedBehaviorSanitizer (see
+CONTRIBUTING.md).
 """
 import os
 import shutil
@@ -19,7 +22,7 @@ from setuptools.command.build_ext import build_ext
 # The kernels, then the validating API: its checks read array headers at C level,
 # which is most of the time of a call on small arrays.
 MODULES = ["_blas", "_parallel", "_epilogue", "_gemm", "_colsum", "_forward", "_backward", "_api"]
-OPENMP_FLAGS = {"unix": (["-fopenmp"], ["-fopenmp"]), "msvc": (["/openmp"], [])}
+OPENMP_FLAGS = {"msvc": (["/openmp"], [])}
 
 
 def compiler_has_openmp(compiler):
@@ -52,18 +55,20 @@ def compiler_has_openmp(compiler):
 
 class BuildExt(build_ext):
     def build_extensions(self):
-        if os.environ.get("FASTLINEAR_DISABLE_OPENMP") == "1":
-            use_openmp = False
-        else:
-            use_openmp = compiler_has_openmp(self.compiler)
-            if not use_openmp:
-                warnings.warn("fastlinear: the C compiler has no OpenMP; building serial "
-                              "kernels (num_threads will have no effect)")
+        serial = os.environ.get("FASTLINEAR_SERIAL") == "1"
+        unix = self.compiler.compiler_type == "unix"
+        use_openmp = not serial and not unix and compiler_has_openmp(self.compiler)
+        if not serial and not unix and not use_openmp:
+            warnings.warn("fastlinear: the C compiler has no OpenMP; building serial "
+                          "kernels (num_threads will have no effect)")
         compile_args, link_args = OPENMP_FLAGS.get(self.compiler.compiler_type, ([], []))
         sanitize = os.environ.get("FASTLINEAR_SANITIZE") == "1"
         for ext in self.extensions:
-            if self.compiler.compiler_type == "unix":
-                ext.extra_compile_args += ["-O3"]
+            if serial:
+                ext.define_macros.append(("FL_SERIAL", "1"))
+            if unix:
+                ext.extra_compile_args += ["-O3"] + ([] if serial else ["-pthread"])
+                ext.extra_link_args += [] if serial else ["-pthread"]
             if use_openmp:
                 ext.extra_compile_args += compile_args
                 ext.extra_link_args += link_args

@@ -21,8 +21,7 @@ from fastlinear._backward cimport backward
 from fastlinear._blas cimport blas_int_max, extent, layout
 from fastlinear._forward cimport forward
 from fastlinear._epilogue cimport NO_ACTIVATION, RELU, TANH, SIGMOID, GELU, GELU_TANH
-from fastlinear._parallel import threads_kind
-from fastlinear._threads import MAX_THREADS, blas_threads, check_threads, team_started
+from fastlinear._threads import MAX_THREADS, blas_threads, check_threads
 
 cnp.import_array()
 
@@ -71,8 +70,6 @@ cpdef int activation_code(activation) except -1:
     raise (ValueError if isinstance(activation, str) else TypeError)(
         f"activation must be None or one of {_ACTIVATION_NAMES}, "
         f"got {activation!r}")
-# GNU OpenMP's forked-child hang concerns only parallel loops run by OpenMP.
-_OPENMP = threads_kind() == "openmp"
 
 
 cpdef int default_path(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
@@ -424,8 +421,6 @@ cdef int _threads(num_threads, int path) except 0:
     cdef int n = 1
     if path != parallel.SERIAL:
         n = check_threads(num_threads)
-        if n > 1 and _OPENMP:
-            team_started()
     elif not (num_threads is None
               or type(num_threads) is int and 1 <= num_threads <= MAX_THREADS):
         check_threads(num_threads)  # other integer types; raises naming a bad value

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import scipy
 
-from ._parallel import openmp_enabled
+from ._parallel import threads_kind
 from ._threads import blas_threads, get_num_threads
 
 
@@ -20,7 +20,7 @@ def config():
         "platform": platform.platform(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
-        "openmp": openmp_enabled(),
+        "threads": threads_kind(),  # what runs the parallel loops
         "num_threads": get_num_threads(),
         # Where plans come from: two machines with the same BLAS give the same
         # bits only where their plans agree too.
@@ -35,7 +35,7 @@ def config():
 
 
 def show_config(file=None):
-    """Print fastlinear's version, OpenMP on/off, default threads, where plans come from and the BLAS in use."""
+    """Print fastlinear's version, its threads, where plans come from and the BLAS in use."""
     info = config()
     lines = [f"{k:12s} {v}" for k, v in info.items() if k != "blas"]
     for lib in info["blas"]:

@@ -3,9 +3,6 @@
 # sums are combined, and hence every bit of the result, is the same whatever
 # num_threads is.
 
-cdef extern from "_omp.h":
-    int FL_HAVE_OPENMP
-
 # A parallel loop: task(t, arg) for t in range(n) on up to ``threads`` threads,
 # the caller among them, tasks handed out one at a time (see _pool.h).
 ctypedef void (*task_fn)(Py_ssize_t t, void* arg) noexcept nogil

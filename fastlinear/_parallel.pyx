@@ -19,11 +19,6 @@ def threads_kind():
     return FL_POOL_KIND.decode()
 
 
-def openmp_enabled():
-    """True when the kernels were compiled with OpenMP."""
-    return bool(parallel.FL_HAVE_OPENMP)
-
-
 # The path codes a plan holds, for the Python layer that chooses them.
 PATHS = {"serial": parallel.SERIAL, "blocked": parallel.BLOCKED, "tiled": parallel.TILED}
 

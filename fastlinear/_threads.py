@@ -1,9 +1,9 @@
 """Thread counts: the process default for fastlinear, and BLAS's own pool.
 
-fastlinear never changes the process's OpenMP settings (each parallel region
-names its thread count).  It does have to steer BLAS: its OpenMP threads each
-call BLAS, which must then run on one thread, or 2 threads each start 2 more
-and wait on one another.  The change is made only while such calls run and
+fastlinear never changes the process's OpenMP settings: its parallel loops
+run on threads of its own (see _pool.h).  It does have to steer BLAS: its
+threads each call BLAS, which must then run on one thread, or 2 threads each
+start 2 more and wait on one another.  The change is made only while such calls run and
 the previous value is put back when the last of them ends, so
 ``threadpoolctl.threadpool_info()`` reads the same before and after a call.
 """
@@ -14,15 +14,7 @@ import threading
 import warnings
 
 _default = None
-# GNU OpenMP cannot start threads in a child forked after the parent ran an
-# OpenMP team: the child's next parallel region waits forever.  fastlinear
-# notes when it has run one, and a forked child then runs its calls on one
-# thread instead of hanging.
-_team_started = False
-_forked_child = False
-_fork_warned = False
-# More threads than this is a mistake, not a machine: OpenMP would try to
-# start them all and abort the process when it cannot.
+# More threads than this is a mistake, not a machine.
 MAX_THREADS = 4096
 
 
@@ -70,33 +62,7 @@ def check_threads(n):
         n = n.__index__()
         if not 1 <= n <= MAX_THREADS:
             raise ValueError(f"num_threads must be between 1 and {MAX_THREADS}, got {n}")
-    if _forked_child and n > 1:
-        _warn_forked()
-        return 1
     return n
-
-
-def team_started():
-    """Record that an OpenMP team of more than one thread has run in this process."""
-    global _team_started
-    _team_started = True
-
-
-def _warn_forked():
-    global _fork_warned
-    if not _fork_warned:
-        _fork_warned = True
-        warnings.warn("fastlinear: this process was forked after fastlinear had run OpenMP "
-                      "threads, and GNU OpenMP cannot start threads again in a forked child; "
-                      "calls here run on one thread.  Use the 'spawn' or 'forkserver' "
-                      "multiprocessing start method for parallel children.", RuntimeWarning,
-                      stacklevel=3)
-
-
-def _after_fork_in_child():
-    global _forked_child
-    _forked_child = _forked_child or _team_started
-    blas_threads.after_fork()
 
 
 # OpenBLAS cores with small-matrix GEMM kernels, which the built-in plans cut
@@ -282,4 +248,4 @@ class BlasThreads:
 blas_threads = BlasThreads()
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=blas_threads.after_fork)

@@ -24,7 +24,7 @@ import fastlinear  # noqa: E402
 def pytest_report_header(config):
     info = fastlinear._config.config()
     return [f"fastlinear {info['fastlinear']} from {os.path.dirname(fastlinear.__file__)}",
-            f"openmp={info['openmp']} num_threads={info['num_threads']} plans={info['plans']} "
+            f"threads={info['threads']} num_threads={info['num_threads']} plans={info['plans']} "
             f"blas={[(b['internal_api'], b['version']) for b in info['blas']]}"]
 
 

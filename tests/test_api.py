@@ -477,7 +477,7 @@ def test_show_config(capsys):
     fastlinear.show_config()
     text = capsys.readouterr().out
     assert fastlinear.__version__ in text
-    assert "openmp" in text and "num_threads" in text and "blas" in text
+    assert "threads" in text and "num_threads" in text and "blas" in text
 
 
 # ---- the Linear class ----------------------------------------------------------
