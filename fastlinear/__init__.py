@@ -8,8 +8,7 @@ from ._api import Grads, linear_backward, linear_forward
 from ._config import show_config
 from ._linear import Linear
 from ._threads import get_num_threads, set_num_threads
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["Grads", "Linear", "linear_backward", "linear_forward", "get_num_threads",
            "set_num_threads", "show_config", "__version__"]
