@@ -362,6 +362,16 @@ def linear_forward(x, W, b=None, *, out=None, num_threads=None):
     Returns
     -------
     y : ndarray, shape (..., M_out)
+
+    Examples
+    --------
+    >>> import numpy as np, fastlinear
+    >>> x = np.arange(6.0).reshape(3, 2)
+    >>> W = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.5]])
+    >>> fastlinear.linear_forward(x, W, np.array([0.0, 0.0, 1.0]))
+    array([[ 0. ,  1. ,  1.5],
+           [ 2. ,  3. ,  6.5],
+           [ 4. ,  5. , 11.5]])
     """
     x = _float_array(x, "x")
     W = _float_array(W, "W")
@@ -425,6 +435,19 @@ def linear_backward(x, W, dy, *, bias=True, need_dx=True, need_dW=True,
     Returns
     -------
     Grads(dx, dW, db)
+
+    Examples
+    --------
+    >>> import numpy as np, fastlinear
+    >>> x, W = np.ones((4, 3)), np.full((3, 2), 0.5)
+    >>> g = fastlinear.linear_backward(x, W, np.ones((4, 2)))
+    >>> g.dx.shape, g.dW.shape, g.db
+    ((4, 3), (3, 2), array([4., 4.]))
+    >>> dW = np.zeros((3, 2))
+    >>> g = fastlinear.linear_backward(x, W, np.ones((4, 2)), need_dx=False, dW=dW,
+    ...                                accumulate=True)
+    >>> g.dx is None, g.dW is dW, float(dW.sum())
+    (True, True, 24.0)
     """
     x = _float_array(x, "x")
     W = _float_array(W, "W")

@@ -22,11 +22,6 @@ class Linear:
     seed : int or numpy.random.Generator, optional
         Seed of the initialisation.
 
-    Shapes
-    ------
-    - x: (..., M_in); y = forward(x): (..., M_out).
-    - dy: (..., M_out) like y; dx = backward(dy): (..., M_in) like x.
-
     Attributes
     ----------
     W : ndarray (M_in, M_out)
@@ -39,6 +34,11 @@ class Linear:
         ``.grad``) until :meth:`zero_grad`.  All four arrays are updated in
         place, so an optimiser may keep references to them.
 
+    Notes
+    -----
+    Shapes: x is (..., M_in) and y = forward(x) is (..., M_out); dy is
+    (..., M_out) like y and dx = backward(dy) is (..., M_in) like x.
+
     ``forward`` keeps a reference to x (not a copy) for ``backward``: do not
     write into x between the two.  ``backward`` releases it, so each forward
     is followed by at most one backward, as in PyTorch.  Each thread has its
@@ -46,8 +46,11 @@ class Linear:
     once: each backward uses its own thread's x, and their gradients are added
     into dW and db one after the other.  Nothing else is kept between calls.
 
-    Example
-    -------
+    :meth:`from_torch`, :meth:`to_torch` and :meth:`load_state_dict` convert
+    from and to ``torch.nn.Linear``, whose weight is W transposed.
+
+    Examples
+    --------
     >>> import numpy as np, fastlinear
     >>> layer = fastlinear.Linear(3, 2, seed=0)
     >>> x = np.ones((4, 3))

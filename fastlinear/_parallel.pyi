@@ -1,0 +1,5 @@
+from typing import Dict
+
+PATHS: Dict[str, int]
+
+def openmp_enabled() -> bool: ...
