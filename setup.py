@@ -4,6 +4,7 @@ Set FASTLINEAR_SANITIZE=1 to build with AddressSanitizer and
 UndefinedBehaviorSanitizer (see CONTRIBUTING.md).
 """
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,14 +20,25 @@ from setuptools.command.build_ext import build_ext
 # The kernels, then the validating API: its checks read array headers at C level,
 # which is most of the time of a call on small arrays.
 MODULES = ["_blas", "_parallel", "_gemm", "_colsum", "_forward", "_backward", "_api"]
-OPENMP_FLAGS = {"unix": (["-fopenmp"], ["-fopenmp"]), "msvc": (["/openmp"], [])}
+# OpenMP flags (compile, link) to try in order.  Apple's clang takes OpenMP only through
+# its preprocessor and needs libomp linked by name (found through CPPFLAGS and LDFLAGS).
+OPENMP_FLAGS = {
+    "unix": [(["-fopenmp"], ["-fopenmp"])]
+            + ([(["-Xpreprocessor", "-fopenmp"], ["-lomp"])] if sys.platform == "darwin" else []),
+    "msvc": [(["/openmp"], [])],
+}
 
 
-def compiler_has_openmp(compiler):
-    """Compile and link a tiny OpenMP program; True if that works."""
-    compile_args, link_args = OPENMP_FLAGS.get(compiler.compiler_type, ([], []))
-    if not compile_args:
-        return False
+def openmp_flags(compiler):
+    """The first (compile, link) flags of OPENMP_FLAGS that build an OpenMP program, or None."""
+    for compile_args, link_args in OPENMP_FLAGS.get(compiler.compiler_type, []):
+        if builds_openmp(compiler, compile_args, link_args):
+            return compile_args, link_args
+    return None
+
+
+def builds_openmp(compiler, compile_args, link_args):
+    """Compile and link a tiny OpenMP program with these flags; True if that works."""
     tmp = tempfile.mkdtemp()
     src = os.path.join(tmp, "omp_check.c")
     with open(src, "w") as f:
@@ -41,8 +53,10 @@ def compiler_has_openmp(compiler):
         """))
     try:
         objects = compiler.compile([src], output_dir=tmp, extra_postargs=compile_args)
+        # The extensions' links read LDFLAGS, an executable's does not: add them here.
+        ldflags = shlex.split(os.environ.get("LDFLAGS", ""))
         compiler.link_executable(objects, os.path.join(tmp, "omp_check"),
-                                 extra_postargs=link_args)
+                                 extra_postargs=link_args + ldflags)
         return True
     except Exception:
         return False
@@ -53,13 +67,14 @@ def compiler_has_openmp(compiler):
 class BuildExt(build_ext):
     def build_extensions(self):
         if os.environ.get("FASTLINEAR_DISABLE_OPENMP") == "1":
-            use_openmp = False
+            flags = None
         else:
-            use_openmp = compiler_has_openmp(self.compiler)
-            if not use_openmp:
+            flags = openmp_flags(self.compiler)
+            if flags is None:
                 warnings.warn("fastlinear: the C compiler has no OpenMP; building serial "
                               "kernels (num_threads will have no effect)")
-        compile_args, link_args = OPENMP_FLAGS.get(self.compiler.compiler_type, ([], []))
+        use_openmp = flags is not None
+        compile_args, link_args = flags or ([], [])
         sanitize = os.environ.get("FASTLINEAR_SANITIZE") == "1"
         for ext in self.extensions:
             if self.compiler.compiler_type == "unix":

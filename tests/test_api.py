@@ -245,7 +245,7 @@ class _FakeBlas:
     ((20000, 256, 128), "tiled"), ((64, 784, 256), "tiled"),
 ])
 def test_plan(shape, path):
-    """Which strategy runs a shape (see README, How it runs)."""
+    """Which strategy runs a shape (see docs/design.md, How it runs)."""
     from fastlinear import _api
     assert _api.plan(*shape) == {"serial": 0, "blocked": 1, "tiled": 2}[path]
 
