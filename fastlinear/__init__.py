@@ -9,8 +9,7 @@ from ._config import show_config
 from ._linear import Linear
 from ._plans import set_planning, tune
 from ._threads import get_num_threads, set_num_threads
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["Grads", "Linear", "linear_backward", "linear_forward", "get_num_threads",
            "set_num_threads", "set_planning", "show_config", "tune", "__version__"]

@@ -450,6 +450,16 @@ def linear_forward(x, W, b=None, *, activation=None, out=None, z=None, num_threa
     Returns
     -------
     y : ndarray, shape (..., M_out)
+
+    Examples
+    --------
+    >>> import numpy as np, fastlinear
+    >>> x = np.arange(6.0).reshape(3, 2)
+    >>> W = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 0.5]])
+    >>> fastlinear.linear_forward(x, W, np.array([0.0, 0.0, 1.0]))
+    array([[ 0. ,  1. ,  1.5],
+           [ 2. ,  3. ,  6.5],
+           [ 4. ,  5. , 11.5]])
     """
     return forward_planned(x, W, b, activation, out, z, num_threads, -1)
 
@@ -542,6 +552,19 @@ def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=F
     Returns
     -------
     Grads(dx, dW, db)
+
+    Examples
+    --------
+    >>> import numpy as np, fastlinear
+    >>> x, W = np.ones((4, 3)), np.full((3, 2), 0.5)
+    >>> g = fastlinear.linear_backward(x, W, np.ones((4, 2)))
+    >>> g.dx.shape, g.dW.shape, g.db
+    ((4, 3), (3, 2), array([4., 4.]))
+    >>> dW = np.zeros((3, 2))
+    >>> g = fastlinear.linear_backward(x, W, np.ones((4, 2)), need_dx=False, dW=dW,
+    ...                                accumulate=True)
+    >>> g.dx is None, g.dW is dW, float(dW.sum())
+    (True, True, 24.0)
     """
     return backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, need_dW,
                             dx, dW, db, accumulate, num_threads, -1)

@@ -25,11 +25,6 @@ class Linear:
     seed : int or numpy.random.Generator, optional
         Seed of the initialisation.
 
-    Shapes
-    ------
-    - x: (..., M_in); y = forward(x): (..., M_out).
-    - dy: (..., M_out) like y; dx = backward(dy): (..., M_in) like x.
-
     Attributes
     ----------
     W : ndarray (M_in, M_out)
@@ -42,6 +37,11 @@ class Linear:
         ``.grad``) until :meth:`zero_grad`.  All four arrays are updated in
         place, so an optimiser may keep references to them.
 
+    Notes
+    -----
+    Shapes: x is (..., M_in) and y = forward(x) is (..., M_out); dy is
+    (..., M_out) like y and dx = backward(dy) is (..., M_in) like x.
+
     ``forward`` keeps a reference to x (not a copy) for ``backward``: do not
     write into x between the two.  ``backward`` releases it, so each forward
     is followed by at most one backward, as in PyTorch.  Each thread has its
@@ -49,8 +49,11 @@ class Linear:
     once: each backward uses its own thread's x, and their gradients are added
     into dW and db one after the other.  Nothing else is kept between calls.
 
-    Example
-    -------
+    :meth:`from_torch`, :meth:`to_torch` and :meth:`load_state_dict` convert
+    from and to ``torch.nn.Linear``, whose weight is W transposed.
+
+    Examples
+    --------
     >>> import numpy as np, fastlinear
     >>> layer = fastlinear.Linear(3, 2, seed=0)
     >>> x = np.ones((4, 3))
@@ -153,7 +156,12 @@ class Linear:
         return state
 
     def load_state_dict(self, state):
-        """Copy parameters in place from a dict made by :meth:`state_dict`."""
+        """Copy parameters in place from a dict made by :meth:`state_dict`.
+
+        PyTorch's keys are accepted too: ``weight`` of shape (out, in), as in
+        ``torch.nn.Linear.state_dict()``, and ``bias``; tensors or arrays.
+        """
+        state = self._from_torch_keys(state)
         expected = {"W"} | ({"b"} if self.b is not None else set())
         if set(state) != expected:
             raise ValueError(f"state must have keys {sorted(expected)}, got {sorted(state)}")
@@ -169,7 +177,75 @@ class Linear:
         for name, value in new.items():
             np.copyto(getattr(self, name), value, casting="same_kind")
 
+    def _from_torch_keys(self, state):
+        """``state`` with PyTorch's keys and values as fastlinear's (W is (in, out))."""
+        if "weight" not in state:
+            return state
+        ours = {}
+        for key, value in state.items():
+            value = _to_numpy(value)
+            if key == "weight":
+                shape = (self.out_features, self.in_features)
+                if value.shape != shape:
+                    raise ValueError(f"weight must have PyTorch's shape (out_features, "
+                                     f"in_features) = {shape}, got {value.shape}")
+                key, value = "W", value.T
+            elif key == "bias":
+                key = "b"
+            ours[key] = value
+        return ours
+
+    @classmethod
+    def from_torch(cls, module, activation=None):
+        """A new layer with the parameters (copied) of a ``torch.nn.Linear``.
+
+        The dtype follows the module's weight (float32 or float64); PyTorch's
+        weight (out, in) becomes W (in, out).  ``activation`` is the new
+        layer's (a ``torch.nn.Linear`` has none).
+        """
+        state = {"weight": module.weight}
+        if module.bias is not None:
+            state["bias"] = module.bias
+        dtype = _to_numpy(module.weight).dtype
+        layer = cls(module.in_features, module.out_features, bias=module.bias is not None,
+                    activation=activation, dtype=dtype)
+        layer.load_state_dict(state)
+        return layer
+
+    def to_torch(self):
+        """A new ``torch.nn.Linear`` with copies of this layer's parameters.
+
+        Its weight is W transposed, (out, in), in this layer's dtype, on the CPU.
+        """
+        torch = _import_torch()
+        # skip_init: the parameters are overwritten at once, so torch's random
+        # initialisation (and its draw from torch's global generator) is skipped.
+        module = torch.nn.utils.skip_init(torch.nn.Linear, self.in_features,
+                                          self.out_features, bias=self.b is not None,
+                                          dtype=getattr(torch, self.dtype.name))
+        with torch.no_grad():
+            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(self.W.T)))
+            if self.b is not None:
+                module.bias.copy_(torch.from_numpy(self.b))
+        return module
+
     def __repr__(self):
         act = f", activation={self.activation!r}" if self.activation is not None else ""
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.b is not None}{act}, dtype={self.dtype.name})")
+
+
+def _import_torch():
+    """PyTorch, imported on first use so that fastlinear never needs it."""
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError("Linear.to_torch needs PyTorch: pip install torch") from exc
+    return torch
+
+
+def _to_numpy(value):
+    """An ndarray of ``value``, a torch tensor (detached, on the CPU) or array_like."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)

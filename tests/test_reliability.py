@@ -203,7 +203,7 @@ def test_float32_error_bound_on_ill_scaled_data(shape):
     """|r32 - r64| <= 2 (K + 2) eps32 (|A| |B|), the classical dot-product bound.
 
     Columns of x and W span 12 orders of magnitude.  The bound is elementwise,
-    relative to the sum of absolute products, as documented in the README.
+    relative to the sum of absolute products, as documented in docs/reliability.md.
     """
     N, M_in, M_out = shape
     rng = np.random.default_rng(2)
