@@ -1,7 +1,7 @@
 """fastlinear: a fully-connected layer for NumPy.
 
-y = x W + b forward and dx, dW, db backward, in compiled Cython with OpenMP
-over SciPy's BLAS.  See :class:`Linear`, :func:`linear_forward` and
+y = f(x W + b) forward and dx, dW, db backward, in compiled Cython on
+fastlinear's own threads over SciPy's BLAS.  See :class:`Linear`, :func:`linear_forward` and
 :func:`linear_backward`.
 """
 from ._api import Grads, linear_backward, linear_forward

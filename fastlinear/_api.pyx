@@ -75,8 +75,8 @@ cpdef int activation_code(activation) except -1:
 cpdef int default_path(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out):
     """The built-in plans' path for this shape (see fastlinear._plans).
 
-    SERIAL: on the calling thread.  BLOCKED: OpenMP over cache-sized row
-    blocks, the backward fused per block.  TILED: OpenMP over the tasks of
+    SERIAL: on the calling thread.  BLOCKED: threads over cache-sized row
+    blocks, the backward fused per block.  TILED: threads over the tasks of
     each product.
     """
     # In floating point: the product of three sizes can pass 2**63.

@@ -113,7 +113,7 @@ cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t ta
             break
         cost_m = kt * nt if mt >= 2 * MIN_SIDE else -1
         cost_n = kt * mt if nt >= 2 * MIN_SIDE else -1
-        # A slice of k also costs an OpenMP pass to add the partials, which
+        # A slice of k also costs a parallel pass to add the partials, which
         # only pays off when k dominates the task's other sides (dW = x^T dy
         # over many rows).  Halves of k against halves of m on two cores, in
         # float64: 1-2% slower at k = 4m (m = n = 1024; float32 as fast either

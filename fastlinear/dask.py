@@ -17,7 +17,7 @@ they are; each chunk's partial ``(dW, db)``, M_in*M_out + M_out numbers, goes
 to a summing task, and one summed ``(dW, db)`` comes back.  Communication
 therefore depends on the layer's size and the number of chunks, not on N.
 
-Threads: each task uses ``num_threads`` OpenMP threads (default
+Threads: each task uses ``num_threads`` threads (default
 :func:`fastlinear.get_num_threads` in the process that runs the task).  Keep
 ``tasks running at once * num_threads <= cores``:
 

@@ -421,7 +421,7 @@ def test_concurrent_calls_from_python_threads():
 def test_blas_held_for_calls_from_any_python_thread():
     """threadpoolctl lets only the first Python thread that sizes OpenBLAS's
     pool change it; a call from another thread must still hold BLAS at one
-    thread (else each OpenMP thread's BLAS call starts BLAS threads too) and
+    thread (else each of fastlinear's threads' BLAS calls starts BLAS threads too) and
     leave the count as it found it."""
     if not _scipy_blas_is_pthreads_openblas():
         pytest.skip("SciPy's BLAS is not a pthreads OpenBLAS")
