@@ -18,7 +18,6 @@ nothing measured or written) or ``off`` (built-in plans only, no file read).
 ``FASTLINEAR_PLAN_FILE`` pins the file.
 """
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -66,7 +65,6 @@ def _cache_dir():
                         "fastlinear")
 
 
-@functools.lru_cache(maxsize=1)
 def _cpu():
     """The CPU's model name, with family and model where /proc/cpuinfo has them."""
     fields = {}
@@ -378,8 +376,20 @@ def tune(shapes, dtypes=("float32", "float64")):
 
     Plans the forward, the backward, and the backward without dx (a first
     layer), for each dtype, and adds them to the plan file, so that training
-    later pays nothing for planning.  Returns {key: plan as JSON}.  Also
-    ``python -m fastlinear tune N,M_in,M_out ...``.
+    later pays nothing for planning.  Also ``python -m fastlinear tune
+    N,M_in,M_out ...``.
+
+    Parameters
+    ----------
+    shapes : iterable of (int, int, int)
+        (N, M_in, M_out) of each layer, N the rows of a batch.
+    dtypes : iterable of str
+        "float32", "float64" or both.
+
+    Returns
+    -------
+    dict
+        The plan chosen for each class of problem, as stored in the plan file.
     """
     if planner.mode != "measure":
         raise ValueError(f"planning is {planner.mode!r}: tune() measures only in 'measure' "
