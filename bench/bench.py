@@ -33,6 +33,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastlinear
+from fastlinear._plans import cpu_name  # noqa: F401  (the benchmarks' CPU label)
 
 DEFAULT_SHAPES = [(32, 32, 32), (64, 784, 256), (256, 1024, 1024), (4096, 1024, 1024),
                   (100000, 64, 16), (2048, 4096, 4096)]
@@ -430,22 +431,6 @@ def main(argv=None):
                   f, indent=1, default=str)
     png = plot(rows, os.path.join(args.out, f"bench-{stamp}.png"))
     print(f"\nwrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib not installed)"))
-
-
-def cpu_name():
-    """lscpu's model name, with the CPU family and model (some hypervisors show only a brand)."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" in fields:
-        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return name
 
 
 if __name__ == "__main__":

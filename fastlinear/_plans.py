@@ -65,7 +65,7 @@ def _cache_dir():
                         "fastlinear")
 
 
-def _cpu():
+def cpu_name():
     """The CPU's model name, with family and model where /proc/cpuinfo has them."""
     fields = {}
     try:
@@ -84,7 +84,7 @@ def _cpu():
 def identity():
     """What a plan file must match to be used: plans measured elsewhere are guesses."""
     from . import __version__
-    return {"fastlinear": __version__, "cpu": _cpu(), "cpus": os.cpu_count() or 1,
+    return {"fastlinear": __version__, "cpu": cpu_name(), "cpus": os.cpu_count() or 1,
             "blas": [f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', None)} "
                      f"{os.path.basename(lib.filepath)}" for lib in blas_threads.libraries()]}
 
