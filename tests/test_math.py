@@ -3,14 +3,19 @@ import os
 
 import numpy as np
 import pytest
-from _helpers import DTYPES, assert_close, make, reference
+from _helpers import DTYPES, PATH_SHAPES, assert_close, make, reference, zero_strides
 
 import fastlinear
+from fastlinear._api import plan
+from fastlinear._parallel import PATHS
 
 SHAPES = [
     (0, 3, 4), (3, 0, 4), (3, 4, 0), (0, 0, 0), (1, 1, 1), (1, 5, 3), (5, 1, 3), (5, 3, 1),
     (7, 13, 5), (33, 17, 65), (64, 784, 256), (300, 200, 150), (2049, 33, 7),
     (20000, 16, 8), (1500, 300, 120), (5000, 64, 16), (3000, 200, 200),
+    # Row blocks in 64 chunks of several cache-sized blocks each: a chunk's partial
+    # dW is written by its first block and added to by the others.
+    (25000, 64, 64),
 ]
 
 
@@ -86,6 +91,29 @@ def test_broadcast_inputs(rng, dtype):
     dy = np.broadcast_to(make(rng, (1, 4), dtype), (50, 4))
     check_all(x, W, None, dy)
     check_all(x, np.broadcast_to(make(rng, (1, 4), dtype), (6, 4)), make(rng, 4, dtype), dy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 5, 3), (4, 1, 3), (4, 5, 1), (1, 1, 1), (1, 300, 200),
+                                   (2048, 1, 1)], ids=str)
+def test_size_one_axes_with_zero_strides(rng, shape, dtype):
+    """The stride of a size-1 axis means nothing (np.newaxis and broadcast views make
+    it 0): each operand with such axes must be read with the leading dimension of its
+    other axis."""
+    N, M_in, M_out = shape
+    x, W, dy = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
+    b = make(rng, M_out, dtype)
+    for operands in [(zero_strides(x), W, dy), (x, zero_strides(W), dy), (x, W, zero_strides(dy)),
+                     (zero_strides(x), zero_strides(W), zero_strides(dy))]:
+        check_all(*operands[:2], b, operands[2])
+
+
+def test_rows_that_share_memory_are_read_right(rng):
+    """A sliding-window view has rows one element apart: no leading dimension
+    describes it, so it must be copied, not handed to BLAS."""
+    x = np.lib.stride_tricks.sliding_window_view(make(rng, 40, np.float64), 6)[:30]
+    W, dy = make(rng, (6, 4), np.float64), make(rng, (30, 4), np.float64)
+    check_all(x, W, make(rng, 4, np.float64), dy)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -203,7 +231,42 @@ def test_float32_db_is_summed_in_float64():
     assert g.db[0] == np.float32(2 ** 24 + 2)
 
 
-@pytest.mark.parametrize("shape", [(40, 30, 20), (20000, 16, 8), (300, 200, 150)], ids=str)
+@pytest.mark.parametrize("path", PATH_SHAPES)
+@pytest.mark.parametrize("given", ["dx", "dW", "db", "dx dW", "dx db", "dW db"])
+def test_accumulate_into_some_buffers(rng, given, path):
+    """accumulate=True adds into the buffers given and returns the other gradients
+    in new arrays: each gradient follows its own buffer, never another's."""
+    N, M_in, M_out = PATH_SHAPES[path]
+    x, W, dy = make(rng, (N, M_in), np.float64), make(rng, (M_in, M_out), np.float64), make(rng, (N, M_out), np.float64)
+    _, rdx, rdW, rdb = reference(x, W, None, dy)
+    start = {"dx": make(rng, (N, M_in), np.float64), "dW": make(rng, (M_in, M_out), np.float64),
+             "db": make(rng, M_out, np.float64)}
+    bufs = {name: start[name].copy() for name in given.split()}
+    g = fastlinear.linear_backward(x, W, dy, accumulate=True, **bufs)
+    for name, want, k in (("dx", rdx, M_out), ("dW", rdW, N), ("db", rdb, N)):
+        if name in bufs:
+            assert getattr(g, name) is bufs[name]
+            want = want + start[name]
+        assert_close(getattr(g, name), want, np.float64, k, scale=2)
+
+
+@pytest.mark.parametrize("path, shape", [("serial", (4, 1, 1)), ("blocked", (4096, 16, 8)),
+                                         ("tiled", (64, 64, 128))])
+def test_float32_db_is_rounded_once(path, shape):
+    """float32 db is summed in float64 and rounded once: a column [2**24, 1, 1, 1]
+    sums to 2**24 + 3, which rounds to 16777220; float32 adds would give 16777218."""
+    N, M_in, M_out = shape
+    assert plan(N, M_in, M_out) == PATHS[path]
+    dy = np.zeros((N, M_out), np.float32)
+    dy[:4] = np.array([2 ** 24, 1, 1, 1], np.float32)[:, None]
+    want = dy.astype(np.float64).sum(0).astype(np.float32)
+    assert want[0] == 16777220
+    g = fastlinear.linear_backward(np.zeros((N, M_in), np.float32), np.zeros((M_in, M_out), np.float32), dy)
+    np.testing.assert_array_equal(g.db, want)
+
+
+@pytest.mark.parametrize("shape", [(40, 30, 20), (40, 20, 30), (20000, 16, 8), (300, 200, 150)],
+                         ids=str)
 def test_blas_dimension_split(rng, shape):
     """Dimensions past the BLAS integer limit are split (limit lowered for the test)."""
     from fastlinear import _blas
@@ -214,7 +277,7 @@ def test_blas_dimension_split(rng, shape):
     try:
         check_all(x, W, b, dy)
         check_all(np.asfortranarray(x), W, b, np.asfortranarray(dy))
-        with pytest.raises(ValueError, match="BLAS"):
+        with pytest.raises(ValueError, match="has a dimension above"):
             _blas._set_blas_int_max(max(M_in, M_out) - 1)
             fastlinear.linear_forward(x, W, b)
     finally:
