@@ -192,6 +192,19 @@ def test_outputs_not_read_when_overwriting(rng):
         assert_close(got, want, np.float64, 40)
 
 
+def test_empty_sums_are_zero_whatever_the_buffers_held():
+    """With nothing to sum over (M_in = 0 for y, M_out = 0 for dx, N = 0 for dW and
+    db) each result is 0, not what the buffer held."""
+    y = np.full((5, 3), np.nan)
+    fastlinear.linear_forward(np.ones((5, 0)), np.ones((0, 3)), out=y)
+    dx = np.full((5, 4), np.nan)
+    fastlinear.linear_backward(np.ones((5, 4)), np.ones((4, 0)), np.ones((5, 0)), dx=dx)
+    dW, db = np.full((4, 3), np.nan), np.full(3, np.nan)
+    fastlinear.linear_backward(np.ones((0, 4)), np.ones((4, 3)), np.ones((0, 3)), dW=dW, db=db)
+    for a in (y, dx, dW, db):
+        np.testing.assert_array_equal(a, 0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(30, 20, 10), (20000, 16, 8), (600, 300, 200)], ids=str)
 def test_out_and_accumulate(rng, shape, dtype):
