@@ -31,12 +31,13 @@ from dataclasses import dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The fast subset.  With -x a run stops at its first failure, so the file most
-# likely to kill a mutant of a source comes first: the math for the kernels.
-FAST_TESTS = ["tests/test_api.py", "tests/test_math.py", "tests/test_properties.py"]
-KERNEL_TESTS = ["tests/test_math.py", "tests/test_properties.py", "tests/test_api.py"]
-TESTS_OF = {"fastlinear/dask.py": ["tests/test_dask.py"],
-            **{f"fastlinear/{k}.pyx": KERNEL_TESTS
+# The fast subset, in two orders: with -x a run stops at its first failure, so
+# the file most likely to kill a mutant comes first (the math for the kernels).
+API_FIRST = ("tests/test_api.py", "tests/test_math.py", "tests/test_properties.py")
+MATH_FIRST = ("tests/test_math.py", "tests/test_properties.py", "tests/test_api.py")
+# The tests of each source, where not API_FIRST.
+TESTS_OF = {"fastlinear/dask.py": ("tests/test_dask.py",),
+            **{f"fastlinear/{k}.pyx": MATH_FIRST
                for k in ("_blas", "_colsum", "_gemm", "_forward", "_backward")}}
 
 
@@ -47,10 +48,14 @@ class Mutant:
     pattern: str
     replacement: str
     equivalent: str = ""  # why no test can observe the change, for a mutant expected to survive
+    tests: tuple = ()  # the test files to run, where not those of its source (TESTS_OF)
+
+    def test_files(self):
+        return self.tests or TESTS_OF.get(self.file, API_FIRST)
 
 
-def _m(name, file, pattern, replacement, equivalent=""):
-    return Mutant(name, "fastlinear/" + file, pattern, replacement, equivalent)
+def _m(name, file, pattern, replacement, equivalent="", tests=()):
+    return Mutant(name, "fastlinear/" + file, pattern, replacement, equivalent, tests)
 
 
 MUTANTS = [
@@ -73,8 +78,9 @@ MUTANTS = [
                   "stride satisfies the 'N' test first"),
     _m("layout-overlapping-rows", "_blas.pyx", "s0 // item >= c", "s0 // item >= 1"),
     _m("layout-column-stride", "_blas.pyx", "(c <= 1 or s1 == item)", "(c <= 1 or s1 % item == 0)"),
-    _m("extent-last-element", "_blas.pyx", "high = cnp.PyArray_ITEMSIZE(a)", "high = 0"),
-    _m("extent-negative-stride", "_blas.pyx", "low += step", "low -= step"),
+    _m("extent-last-element", "_blas.pyx", "high = cnp.PyArray_ITEMSIZE(a)", "high = 0",
+       tests=API_FIRST),
+    _m("extent-negative-stride", "_blas.pyx", "low += step", "low -= step", tests=API_FIRST),
     _m("blas-split-k-overwrites", "_blas.pyx", "beta_k = 1", "beta_k = beta"),
     _m("blas-empty-k-not-zeroed", "_blas.pyx", "if beta == 0:", "if beta == 1:"),
     # Tiled products and the split-k partial sums.
@@ -111,7 +117,7 @@ MUTANTS = [
     _m("dtype-same-kind", "_api.pyx", "a is not None and a.dtype != dtype",
        "a is not None and a.dtype.kind != dtype.kind"),
     _m("weights-limit-M_in-only", "_api.pyx", "max(dims[0], dims[1]) > blas_int_max()",
-       "dims[0] > blas_int_max()"),
+       "dims[0] > blas_int_max()", tests=MATH_FIRST),
     _m("dy-rows-unchecked", "_api.pyx",
        "cnp.PyArray_DIM(<cnp.ndarray>dy, 0) == cnp.PyArray_DIM(<cnp.ndarray>x, 0)", "True"),
     _m("out-leading-dims-unchecked", "_api.pyx", "for i in range(nd - 1):",
@@ -124,7 +130,7 @@ MUTANTS = [
     _m("overlap-out-b-unchecked", "_api.pyx", "_FORWARD_NAMES, x, W, b)",
        "_FORWARD_NAMES, x, W, None)"),
     _m("unwanted-buffer-ignored", "_api.pyx", "if not need:", "if False:"),
-    _m("accumulate-into-copy-lost", "_api.pyx", "if keep:", "if False:"),
+    _m("accumulate-into-copy-lost", "_api.pyx", "if keep:", "if False:", tests=MATH_FIRST),
     _m("num-threads-zero-on-serial", "_api.pyx", "1 <= num_threads <= MAX_THREADS",
        "0 <= num_threads <= MAX_THREADS"),
     _m("num-threads-no-upper-bound", "_threads.py", "if not 1 <= n <= MAX_THREADS:",
@@ -228,7 +234,7 @@ def run_mutant(m, timeout, stale):
             except BuildError as e:
                 print(e, file=sys.stderr)
                 return "error", "does not build (log above)"
-        return run_tests(TESTS_OF.get(m.file, FAST_TESTS), timeout)
+        return run_tests(m.test_files(), timeout)
     finally:
         with open(path, "wb") as f:
             f.write(original)
