@@ -267,7 +267,10 @@ def main(argv=None):
         return 0
 
     # Built from clean sources first, so that each run differs from them by one mutant.
-    build()
+    try:
+        build()
+    except BuildError as e:
+        sys.exit(f"the unmutated tree does not build:\n{e}")
     start = time.monotonic()
     rows = []
     width = max(len(m.name) for m in mutants)
