@@ -638,7 +638,8 @@ def test_linear_load_state_dict_checks_everything_before_copying():
     """Whichever parameter is refused, neither is changed."""
     layer = Linear(3, 2, seed=0)
     W, b = layer.W.copy(), layer.b.copy()
-    for bad in ({"W": np.zeros((3, 2)), "b": np.zeros(3)}, {"W": np.zeros((2, 3)), "b": np.zeros(2)},
+    for bad in ({"W": np.zeros((3, 2)), "b": np.zeros(3)},
+                {"W": np.zeros((2, 3)), "b": np.zeros(2)},
                 {"W": np.zeros((3, 2)), "b": np.zeros(2, bool)}):
         with pytest.raises((ValueError, TypeError)):
             layer.load_state_dict(bad)
