@@ -1,8 +1,8 @@
 """Hypothesis strategies: problems of any shape in any memory layout.
 
-Sizes 0, 1 and 2 are drawn as often as all others together, so empty
-arrays, 1x1 arrays and single rows or columns come up in most runs, and with
-them the layouts whose size-1 axes carry a meaningless stride.
+Each size is 0, 1 or 2 at least half the time, so empty arrays, 1x1 arrays
+and single rows or columns come up in every run, and with them the layouts
+whose size-1 axes carry a meaningless stride.
 """
 import numpy as np
 from _helpers import zero_strides
