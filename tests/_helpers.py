@@ -8,6 +8,9 @@ import numpy as np
 
 DTYPES = [np.float32, np.float64]
 
+# A shape (N, M_in, M_out) that each way of running a call takes (see fastlinear._api.plan).
+PATH_SHAPES = {"serial": (30, 20, 10), "blocked": (20000, 16, 8), "tiled": (600, 300, 200)}
+
 
 def reference(x, W, b, dy):
     """y, dx, dW, db in float64 NumPy, summing over all leading dimensions."""
@@ -30,6 +33,14 @@ def assert_close(actual, expected, dtype, k, scale=1.0):
 
 def make(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
+
+
+def zero_strides(a):
+    """A read-only view of ``a`` with stride 0 on its size-1 axes: the values are
+    the same, but BLAS must take a leading dimension from the other axis."""
+    a = np.ascontiguousarray(a)
+    strides = tuple(0 if n == 1 else s for n, s in zip(a.shape, a.strides))
+    return np.lib.stride_tricks.as_strided(a, a.shape, strides, writeable=False)
 
 
 def run_script(code, timeout=300):

@@ -23,7 +23,8 @@ def describe(p):
             return "None"
         return f"{a.dtype}{a.shape} strides={a.strides} C={a.flags.c_contiguous}"
     return (f"x={arr(p['x'])} W={arr(p['W'])} b={arr(p['b'])} dy={arr(p['dy'])} "
-            f"num_threads={p['num_threads']} out={p['use_out']} accumulate={p['accumulate']}")
+            f"num_threads={p['num_threads']} out={p['use_out']} buffers={p['buffers']} "
+            f"accumulate={p['accumulate']}")
 
 
 def main(batch, examples, log_path):

@@ -22,7 +22,8 @@ def arrays(N=4, M_in=3, M_out=2, dtype=F64):
 
 # ---- bad input -------------------------------------------------------------
 
-@pytest.mark.parametrize("bad", [np.int64, np.int32, np.bool_, np.complex128, np.float16, object])
+@pytest.mark.parametrize("bad", [np.int64, np.int32, np.bool_, np.complex128, np.float16, object,
+                                 ">f2", ">c8", ">i8"])
 def test_non_float_dtypes_are_type_errors(bad):
     x, W, b, dy = arrays()
     with pytest.raises(TypeError, match="x must be float32 or float64"):
@@ -106,6 +107,77 @@ def test_gradient_buffer_errors_and_nothing_written():
     np.testing.assert_array_equal(db, 7.0)
 
 
+# The arrays of a backward call in the order they are checked: each gradient
+# buffer against the inputs and the buffers before it.
+BACKWARD_ORDER = ["x", "W", "dy", "dx", "dW", "db"]
+BACKWARD_SHAPES = {"x": (4, 3), "W": (3, 2), "dy": (4, 2), "dx": (4, 3), "dW": (3, 2), "db": (2,)}
+
+
+def _carve(pool, placed, reverse):
+    """Views of ``pool``: name -> an array of BACKWARD_SHAPES[name] over the elements
+    from placed[name] on, in reverse memory order if ``reverse``."""
+    views = {}
+    for name, start in placed.items():
+        shape = BACKWARD_SHAPES[name]
+        flat = pool[start:start + int(np.prod(shape))]
+        views[name] = (flat[::-1] if reverse else flat).reshape(shape)
+    return views
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["ascending", "descending"])
+@pytest.mark.parametrize("first, second", [(a, g) for i, g in enumerate(BACKWARD_ORDER) if i >= 3
+                                           for a in BACKWARD_ORDER[:i]])
+def test_every_gradient_overlap_is_refused(first, second, reverse):
+    """A buffer sharing a single element with an input or another buffer (the last
+    element of one, the first of the other) is refused, naming both; nothing is written."""
+    placed = {name: 20 * i for i, name in enumerate(BACKWARD_ORDER)}
+    placed[second] = placed[first] + int(np.prod(BACKWARD_SHAPES[first])) - 1
+    pool = np.random.default_rng(0).standard_normal(20 * len(BACKWARD_ORDER))
+    before = pool.copy()
+    a = _carve(pool, placed, reverse)
+    with pytest.raises(ValueError, match=f"{second} overlaps {first}"):
+        linear_backward(a["x"], a["W"], a["dy"], dx=a["dx"], dW=a["dW"], db=a["db"])
+    np.testing.assert_array_equal(pool, before)
+
+
+@pytest.mark.parametrize("name", ["x", "W", "b"])
+def test_out_overlapping_any_forward_input_is_refused(name):
+    """out sharing its first element with the last of an input is refused; nothing is written."""
+    x, W, b, _ = arrays()
+    inputs = {"x": x, "W": W, "b": b}
+    pool = np.zeros(inputs[name].size + 7)
+    view = pool[:inputs[name].size].reshape(inputs[name].shape)
+    view[...] = inputs[name]
+    inputs[name] = view
+    before = pool.copy()
+    with pytest.raises(ValueError, match=f"out overlaps {name}"):
+        linear_forward(**inputs, out=pool[view.size - 1:].reshape(4, 2))
+    np.testing.assert_array_equal(pool, before)
+
+
+def test_interleaved_arrays_that_share_no_element_are_accepted():
+    """out and dW may lie between the elements of x (their byte ranges cross):
+    only shared elements are refused."""
+    x, W, b, dy = arrays()
+    big = np.zeros((4, 6))
+    big[:, ::2] = x
+    y = linear_forward(big[:, ::2], W, b, out=big[:, 1::2][:, :2])
+    assert_close(y, x @ W + b, F64, 3)
+    pool = np.zeros(12)
+    pool[::2] = W.ravel()
+    g = linear_backward(x, pool[::2].reshape(3, 2), dy, dW=pool[1::2].reshape(3, 2))
+    assert_close(g.dW, x.T @ dy, F64, 4)
+
+
+@pytest.mark.parametrize("shape", [(5, 2), (3, 2), (4, 1, 2), (2,)], ids=str)
+def test_out_with_other_leading_dimensions_is_refused(shape):
+    x, W, b, dy = arrays()
+    with pytest.raises(ValueError, match=r"out must have shape \(4, 2\)"):
+        linear_forward(x, W, b, out=np.zeros(shape))
+    with pytest.raises(ValueError, match=r"dx must have shape \(2, 2, 3\)"):
+        linear_backward(x.reshape(2, 2, 3), W, dy.reshape(2, 2, 2), dx=np.zeros((4, 1, 3)))
+
+
 @pytest.mark.parametrize("n, exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError), ("2", TypeError),
                                     (True, TypeError), (10 ** 6, ValueError), (2 ** 40, ValueError)])
 def test_bad_num_threads(n, exc):
@@ -187,7 +259,10 @@ def test_kernels_refuse_inconsistent_arguments():
     from fastlinear._parallel import PATHS, make_plan
     x, W, b, dy = arrays(8, 4, 3)
     y = np.empty((8, 3))
+    read_only = np.empty((8, 3))
+    read_only.flags.writeable = False
     for args in [(x, W, b, np.empty((8, 3), np.float32)), (x, W, b, np.empty((3, 8)).T),
+                 (x, W, b, np.empty((8, 4))), (x, W, b, read_only),
                  (x, W.astype(np.float32), b, y), ([[1.0]], W, b, y), (x, W, b[:2], y)]:
         with pytest.raises(ValueError):
             _forward.forward(*args, 0, None, make_plan(PATHS["tiled"], False, 2), 2)
@@ -531,6 +606,46 @@ def test_linear_no_bias_state_dict_repr():
         other.load_state_dict({"W": np.zeros((2, 4))})
     g = other.parameters()
     assert len(g) == 1 and g[0][0] is other.W and g[0][1] is other.dW
+
+
+@pytest.mark.parametrize("M_in, M_out", [(0, 3), (3, 0), (0, 0)])
+def test_linear_with_zero_features(M_in, M_out):
+    """A layer may have no inputs (y is the bias) or no outputs."""
+    layer = Linear(M_in, M_out, seed=0)
+    assert layer.W.shape == (M_in, M_out) and layer.b.shape == (M_out,)
+    rng = np.random.default_rng(2)
+    x, dy = make(rng, (5, M_in), F64), make(rng, (5, M_out), F64)
+    ry, rdx, rdW, rdb = reference(x, layer.W, layer.b, dy)
+    assert_close(layer(x), ry, F64, M_in)
+    assert_close(layer.backward(dy), rdx, F64, M_out)
+    assert_close(layer.dW, rdW, F64, 5)
+    assert_close(layer.db, rdb, F64, 5)
+
+
+def test_linear_backward_that_fails_changes_nothing():
+    """A refused dy leaves dW, db and the pending input as they were: the
+    backward can be made again with the right dy."""
+    layer = Linear(3, 2, seed=0)
+    x, _, _, dy = arrays()
+    layer.forward(x)
+    with pytest.raises(ValueError, match="dy must have shape"):
+        layer.backward(dy[:, :1])
+    assert not layer.dW.any() and not layer.db.any()
+    layer.backward(dy)
+    assert_close(layer.dW, x.T @ dy, F64, 4)
+
+
+def test_linear_load_state_dict_checks_everything_before_copying():
+    """Whichever parameter is refused, neither is changed."""
+    layer = Linear(3, 2, seed=0)
+    W, b = layer.W.copy(), layer.b.copy()
+    for bad in ({"W": np.zeros((3, 2)), "b": np.zeros(3)},
+                {"W": np.zeros((2, 3)), "b": np.zeros(2)},
+                {"W": np.zeros((3, 2)), "b": np.zeros(2, bool)}):
+        with pytest.raises((ValueError, TypeError)):
+            layer.load_state_dict(bad)
+        np.testing.assert_array_equal(layer.W, W)
+        np.testing.assert_array_equal(layer.b, b)
 
 
 def test_linear_errors():

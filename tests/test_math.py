@@ -3,21 +3,34 @@ import os
 
 import numpy as np
 import pytest
-from _helpers import DTYPES, assert_close, make, reference
+from _helpers import DTYPES, PATH_SHAPES, assert_close, make, reference, zero_strides
 
 import fastlinear
+from fastlinear._api import plan
+from fastlinear._parallel import PATHS
 
 SHAPES = [
     (0, 3, 4), (3, 0, 4), (3, 4, 0), (0, 0, 0), (1, 1, 1), (1, 5, 3), (5, 1, 3), (5, 3, 1),
     (7, 13, 5), (33, 17, 65), (64, 784, 256), (300, 200, 150), (2049, 33, 7),
     (20000, 16, 8), (1500, 300, 120), (5000, 64, 16), (3000, 200, 200),
+    # Row blocks in 64 chunks of several cache-sized blocks each: a chunk's partial
+    # dW is written by its first block and added to by the others.
+    (25000, 64, 64),
 ]
 
 
-def check_all(x, W, b, dy, **kw):
+def check_all(x, W, b, dy, nan_buffers=False, **kw):
+    """Forward and backward against the reference; ``nan_buffers``: written into
+    NaN-filled buffers, so that a result BLAS never wrote cannot pass."""
     dtype = W.dtype
-    y = fastlinear.linear_forward(x, W, b, **kw)
-    g = fastlinear.linear_backward(x, W, dy, bias=b is not None, **kw)
+    out, bufs = None, {}
+    if nan_buffers:
+        out = np.full(x.shape[:-1] + (W.shape[1],), np.nan, dtype)
+        bufs = {"dx": np.full(x.shape, np.nan, dtype), "dW": np.full(W.shape, np.nan, dtype)}
+        if b is not None:
+            bufs["db"] = np.full(W.shape[1], np.nan, dtype)
+    y = fastlinear.linear_forward(x, W, b, out=out, **kw)
+    g = fastlinear.linear_backward(x, W, dy, bias=b is not None, **bufs, **kw)
     ry, rdx, rdW, rdb = reference(x, W, b, dy)
     N = int(np.prod(x.shape[:-1]))
     assert_close(y, ry, dtype, W.shape[0])
@@ -86,6 +99,29 @@ def test_broadcast_inputs(rng, dtype):
     dy = np.broadcast_to(make(rng, (1, 4), dtype), (50, 4))
     check_all(x, W, None, dy)
     check_all(x, np.broadcast_to(make(rng, (1, 4), dtype), (6, 4)), make(rng, 4, dtype), dy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 5, 3), (4, 1, 3), (4, 5, 1), (1, 1, 1), (1, 300, 200),
+                                   (2048, 1, 1)], ids=str)
+def test_size_one_axes_with_zero_strides(rng, shape, dtype):
+    """The stride of a size-1 axis means nothing (np.newaxis and broadcast views make
+    it 0): each operand with such axes must be read with the leading dimension of its
+    other axis."""
+    N, M_in, M_out = shape
+    x, W, dy = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
+    b = make(rng, M_out, dtype)
+    for operands in [(zero_strides(x), W, dy), (x, zero_strides(W), dy), (x, W, zero_strides(dy)),
+                     (zero_strides(x), zero_strides(W), zero_strides(dy))]:
+        check_all(*operands[:2], b, operands[2], nan_buffers=True)
+
+
+def test_rows_that_share_memory_are_read_right(rng):
+    """A sliding-window view has rows one element apart: no leading dimension
+    describes it, so it must be copied, not handed to BLAS."""
+    x = np.lib.stride_tricks.sliding_window_view(make(rng, 40, np.float64), 6)[:30]
+    W, dy = make(rng, (6, 4), np.float64), make(rng, (30, 4), np.float64)
+    check_all(x, W, make(rng, 4, np.float64), dy)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -164,6 +200,19 @@ def test_outputs_not_read_when_overwriting(rng):
         assert_close(got, want, np.float64, 40)
 
 
+def test_empty_sums_are_zero_whatever_the_buffers_held():
+    """With nothing to sum over (M_in = 0 for y, M_out = 0 for dx, N = 0 for dW and
+    db) each result is 0, not what the buffer held."""
+    y = np.full((5, 3), np.nan)
+    fastlinear.linear_forward(np.ones((5, 0)), np.ones((0, 3)), out=y)
+    dx = np.full((5, 4), np.nan)
+    fastlinear.linear_backward(np.ones((5, 4)), np.ones((4, 0)), np.ones((5, 0)), dx=dx)
+    dW, db = np.full((4, 3), np.nan), np.full(3, np.nan)
+    fastlinear.linear_backward(np.ones((0, 4)), np.ones((4, 3)), np.ones((0, 3)), dW=dW, db=db)
+    for a in (y, dx, dW, db):
+        np.testing.assert_array_equal(a, 0)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(30, 20, 10), (20000, 16, 8), (600, 300, 200)], ids=str)
 def test_out_and_accumulate(rng, shape, dtype):
@@ -203,7 +252,41 @@ def test_float32_db_is_summed_in_float64():
     assert g.db[0] == np.float32(2 ** 24 + 2)
 
 
-@pytest.mark.parametrize("shape", [(40, 30, 20), (20000, 16, 8), (300, 200, 150)], ids=str)
+@pytest.mark.parametrize("path", PATH_SHAPES)
+@pytest.mark.parametrize("given", ["dx", "dW", "db", "dx dW", "dx db", "dW db"])
+def test_accumulate_into_some_buffers(rng, given, path):
+    """accumulate=True adds into the buffers given and returns the other gradients
+    in new arrays: each gradient follows its own buffer, never another's."""
+    N, M_in, M_out = PATH_SHAPES[path]
+    x, W, dy = make(rng, (N, M_in), np.float64), make(rng, (M_in, M_out), np.float64), make(rng, (N, M_out), np.float64)
+    _, rdx, rdW, rdb = reference(x, W, None, dy)
+    start = {"dx": make(rng, (N, M_in), np.float64), "dW": make(rng, (M_in, M_out), np.float64),
+             "db": make(rng, M_out, np.float64)}
+    bufs = {name: start[name].copy() for name in given.split()}
+    g = fastlinear.linear_backward(x, W, dy, accumulate=True, **bufs)
+    for name, want, k in (("dx", rdx, M_out), ("dW", rdW, N), ("db", rdb, N)):
+        if name in bufs:
+            assert getattr(g, name) is bufs[name]
+            want = want + start[name]
+        assert_close(getattr(g, name), want, np.float64, k, scale=2)
+
+
+@pytest.mark.parametrize("path", ["serial", "blocked", "tiled"])
+def test_float32_db_is_rounded_once(path):
+    """float32 db is summed in float64 and rounded once: a column [2**24, 1, 1, 1]
+    sums to 2**24 + 3, which rounds to 16777220; float32 adds would give 16777218."""
+    N, M_in, M_out = {"serial": (4, 1, 1), "blocked": (4096, 16, 8), "tiled": (64, 64, 128)}[path]
+    assert plan(N, M_in, M_out) == PATHS[path]
+    dy = np.zeros((N, M_out), np.float32)
+    dy[:4] = np.array([2 ** 24, 1, 1, 1], np.float32)[:, None]
+    want = dy.astype(np.float64).sum(0).astype(np.float32)
+    assert want[0] == 16777220
+    g = fastlinear.linear_backward(np.zeros((N, M_in), np.float32), np.zeros((M_in, M_out), np.float32), dy)
+    np.testing.assert_array_equal(g.db, want)
+
+
+@pytest.mark.parametrize("shape", [(40, 30, 20), (40, 20, 30), (20000, 16, 8), (300, 200, 150)],
+                         ids=str)
 def test_blas_dimension_split(rng, shape):
     """Dimensions past the BLAS integer limit are split (limit lowered for the test)."""
     from fastlinear import _blas
@@ -214,7 +297,7 @@ def test_blas_dimension_split(rng, shape):
     try:
         check_all(x, W, b, dy)
         check_all(np.asfortranarray(x), W, b, np.asfortranarray(dy))
-        with pytest.raises(ValueError, match="BLAS"):
+        with pytest.raises(ValueError, match="has a dimension above"):
             _blas._set_blas_int_max(max(M_in, M_out) - 1)
             fastlinear.linear_forward(x, W, b)
     finally:

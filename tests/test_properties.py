@@ -17,21 +17,20 @@ def run_and_check(p):
     y = fastlinear.linear_forward(x, W, b, num_threads=t,
                                   out=np.empty((N, M_out), dtype) if p["use_out"] else None)
     assert_close(y, ry, dtype, M_in)
-    if p["use_out"]:
-        bufs = dict(dx=np.ones((N, M_in), dtype), dW=np.ones((M_in, M_out), dtype),
-                    db=np.ones(M_out, dtype) if b is not None else None)
-        g = fastlinear.linear_backward(x, W, dy, bias=b is not None, accumulate=p["accumulate"],
-                                       num_threads=t, **bufs)
-        extra = 1 if p["accumulate"] else 0
-    else:
-        g = fastlinear.linear_backward(x, W, dy, bias=b is not None, num_threads=t)
-        extra = 0
-    assert_close(g.dx, rdx + extra, dtype, M_out, scale=1 + extra)
-    assert_close(g.dW, rdW + extra, dtype, N, scale=1 + extra)
-    if b is None:
-        assert g.db is None
-    else:
-        assert_close(g.db, rdb + extra, dtype, N, scale=1 + extra)
+    shapes = {"dx": (N, M_in), "dW": (M_in, M_out), "db": (M_out,) if b is not None else None}
+    bufs = {name: np.ones(shapes[name], dtype) for name in p["buffers"]
+            if shapes[name] is not None}
+    g = fastlinear.linear_backward(x, W, dy, bias=b is not None, accumulate=p["accumulate"],
+                                   num_threads=t, **bufs)
+    for name, want, k in (("dx", rdx, M_out), ("dW", rdW, N), ("db", rdb, N)):
+        got = getattr(g, name)
+        if name == "db" and b is None:
+            assert got is None
+            continue
+        extra = 1 if p["accumulate"] and name in bufs else 0
+        if name in bufs:
+            assert got is bufs[name]
+        assert_close(got, want + extra, dtype, k, scale=1 + extra)
     for a, a0 in zip((x, W, b, dy), before):
         if a is not None:
             np.testing.assert_array_equal(a, a0)
