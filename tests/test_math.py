@@ -6,7 +6,7 @@ import pytest
 from _helpers import DTYPES, PATH_SHAPES, assert_close, make, reference, zero_strides
 
 import fastlinear
-from fastlinear._api import plan
+from fastlinear._api import default_path
 from fastlinear._parallel import PATHS
 
 SHAPES = [
@@ -275,14 +275,20 @@ def test_accumulate_into_some_buffers(rng, given, path):
 def test_float32_db_is_rounded_once(path):
     """float32 db is summed in float64 and rounded once: a column [2**24, 1, 1, 1]
     sums to 2**24 + 3, which rounds to 16777220; float32 adds would give 16777218."""
+    from fastlinear._api import backward_planned
+    from fastlinear._parallel import make_plan
     N, M_in, M_out = {"serial": (4, 1, 1), "blocked": (4096, 16, 8), "tiled": (64, 64, 128)}[path]
-    assert plan(N, M_in, M_out) == PATHS[path]
+    assert default_path(N, M_in, M_out) == PATHS[path]
     dy = np.zeros((N, M_out), np.float32)
     dy[:4] = np.array([2 ** 24, 1, 1, 1], np.float32)[:, None]
     want = dy.astype(np.float64).sum(0).astype(np.float32)
     assert want[0] == 16777220
-    g = fastlinear.linear_backward(np.zeros((N, M_in), np.float32), np.zeros((M_in, M_out), np.float32), dy)
-    np.testing.assert_array_equal(g.db, want)
+    x, W = np.zeros((N, M_in), np.float32), np.zeros((M_in, M_out), np.float32)
+    np.testing.assert_array_equal(fastlinear.linear_backward(x, W, dy).db, want)
+    for small_kernels in (False, True):  # the path's plans, whichever this machine picks
+        g = backward_planned(x, W, dy, None, None, None, False, True, True, True, None, None,
+                             None, False, 2, make_plan(PATHS[path], small_kernels, 2))
+        np.testing.assert_array_equal(g.db, want)
 
 
 @pytest.mark.parametrize("shape", [(40, 30, 20), (40, 20, 30), (20000, 16, 8), (300, 200, 150)],

@@ -27,7 +27,7 @@ def plan_file(tmp_path):
     path = tmp_path / "plans.json"
     fastlinear.set_planning("measure", path)
     yield path
-    fastlinear.set_planning("measure", os.environ["FASTLINEAR_PLAN_FILE"])
+    fastlinear.set_planning(os.environ["FASTLINEAR_PLANS"], os.environ["FASTLINEAR_PLAN_FILE"])
 
 
 def _run(plan, x, W, b, dy, num_threads, kind="b11"):
@@ -182,7 +182,7 @@ def test_a_cache_file_others_can_write_is_ignored(tmp_path, monkeypatch, rng):
         with pytest.warns(RuntimeWarning, match="another user"):
             fastlinear.linear_forward(make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64))
     finally:
-        fastlinear.set_planning("measure", os.environ["FASTLINEAR_PLAN_FILE"])
+        fastlinear.set_planning(os.environ["FASTLINEAR_PLANS"], os.environ["FASTLINEAR_PLAN_FILE"])
 
 
 def test_off_gives_the_built_in_plans(tmp_path):
@@ -197,7 +197,7 @@ def test_off_gives_the_built_in_plans(tmp_path):
         assert _plans.planner.summary() == {"mode": "off", "file": None, "plans": 0,
                                             "measured_here": 0, "planning_seconds": 0.0}
     finally:
-        fastlinear.set_planning("measure", os.environ["FASTLINEAR_PLAN_FILE"])
+        fastlinear.set_planning(os.environ["FASTLINEAR_PLANS"], os.environ["FASTLINEAR_PLAN_FILE"])
 
 
 def test_environment_chooses_the_mode(tmp_path):
@@ -250,7 +250,7 @@ def test_show_config_reports_plans(plan_file, capsys):
 
 def test_tune_from_the_command_line(tmp_path):
     path = tmp_path / "plans.json"
-    env = dict(os.environ, FASTLINEAR_PLAN_FILE=str(path))
+    env = dict(os.environ, FASTLINEAR_PLAN_FILE=str(path), FASTLINEAR_PLANS="measure")
     out = subprocess.run([sys.executable, "-m", "fastlinear", "tune", "64,784,256",
                           "--dtypes", "float64"], env=env, capture_output=True, text=True,
                          cwd=tmp_path, check=True).stdout
@@ -267,4 +267,4 @@ def test_tune_measures_only_in_measure_mode(tmp_path):
         with pytest.raises(ValueError, match="'off'"):
             fastlinear.tune([(64, 784, 256)])
     finally:
-        fastlinear.set_planning("measure", os.environ["FASTLINEAR_PLAN_FILE"])
+        fastlinear.set_planning(os.environ["FASTLINEAR_PLANS"], os.environ["FASTLINEAR_PLAN_FILE"])
