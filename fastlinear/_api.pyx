@@ -403,15 +403,22 @@ cdef _target(out, Py_ssize_t rows, Py_ssize_t cols, int typenum, bint keep, bint
     return o.reshape(rows) if nd == 1 else o.reshape(rows, cols)
 
 
-cdef int _hold_blas(int path) except -1:
-    """SciPy's BLAS runs on one thread while fastlinear's threads call it (not for SERIAL)."""
-    if path != parallel.SERIAL:
+cdef bint _holds_blas(int path, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out) noexcept:
+    """Whether SciPy's BLAS is held at one thread for a call: always while fastlinear's
+    threads call it, and on the calling thread alone from the size where OpenBLAS
+    would start threads of its own (2**18 multiply-adds), for a serial plan the
+    planner chose there.  Below it, the hold's microseconds are saved."""
+    return path != parallel.SERIAL or <double>N * M_in * M_out >= SERIAL_WORK
+
+
+cdef int _hold_blas(bint hold) except -1:
+    if hold:
         blas_threads.enter()
     return 0
 
 
-cdef int _release_blas(int path) except -1:
-    if path != parallel.SERIAL:
+cdef int _release_blas(bint hold) except -1:
+    if hold:
         blas_threads.exit()
     return 0
 
@@ -494,11 +501,12 @@ cpdef forward_planned(x, W, b, activation, out, z, num_threads, int plan):
     cdef bint copy_back, copy_z = False
     y = _target(out, N, M_out, typenum, False, &copy_back)
     tz = _target(z, N, M_out, typenum, False, &copy_z) if z is not None else None
-    _hold_blas(path)
+    cdef bint hold = _holds_blas(path, N, M_in, M_out)
+    _hold_blas(hold)
     try:
         forward(x2, W, b, y, act, tz, plan, threads)
     finally:
-        _release_blas(path)
+        _release_blas(hold)
     if copy_back:
         np.copyto(out, y.reshape(out.shape))
     if copy_z:
@@ -634,13 +642,14 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
     tdx = _target(dx, N, M_in, typenum, add, &copy_dx) if want_dx else None
     tdW = _target(dW, M_in, M_out, typenum, add, &copy_dW) if want_dW else None
     tdb = _target(db, M_out, -1, typenum, add, &copy_db) if want_db else None
-    _hold_blas(path)
+    cdef bint hold = _holds_blas(path, N, M_in, M_out)
+    _hold_blas(hold)
     try:
         backward(x2, W, dy2, tdx, tdW, tdb,
                  add and dx is not None, add and dW is not None, add and db is not None,
                  act, saved, overwrite, plan, threads)
     finally:
-        _release_blas(path)
+        _release_blas(hold)
     cdef tuple args = ((_result(tdx, dx, copy_dx, x, flat), _result(tdW, dW, copy_dW, None, True),
                         _result(tdb, db, copy_db, None, True)),)
     # What Grads(...) returns, without the call through its Python-level __new__.

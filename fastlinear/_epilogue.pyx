@@ -7,6 +7,7 @@ derivative of relu, tanh and sigmoid is taken from the forward's output y,
 that of gelu and gelu_tanh from its input z.
 """
 from libc.math cimport erf, erff, exp, expf, tanh, tanhf
+from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 
 cdef double SQRT1_2 = 0.70710678118654752440    # 1 / sqrt(2)
@@ -73,12 +74,36 @@ cdef void activate(int act, floating* y, Py_ssize_t ldy, Py_ssize_t rows, Py_ssi
         r = y + i * ldy
         if z != NULL:
             memcpy(z + i * ldz, r, cols * sizeof(floating))
-        if act == RELU:  # the common case, in a loop the compiler vectorises
-            for j in range(cols):
-                r[j] = 0 if r[j] < 0 else r[j]
+        if act == RELU:  # the common case
+            _keep(r, r, r, cols, True)
         elif act != NO_ACTIVATION:
             for j in range(cols):
                 r[j] = _f(act, r[j])
+
+
+cdef inline void _keep(const floating* g, const floating* s, floating* o, Py_ssize_t cols,
+                       bint at_zero) noexcept nogil:
+    """o = g where s > 0 (or s >= 0 if ``at_zero``) or s is NaN, else 0: relu's select.
+
+    The bits of g go through a mask, without a branch per element (the signs
+    are random, and a mispredicted branch costs more than the element), and an
+    infinite or NaN g still gives 0 where it is not kept, as PyTorch's does.
+    """
+    cdef Py_ssize_t j
+    if floating is double:
+        if at_zero:
+            for j in range(cols):
+                (<uint64_t*>o)[j] = (<const uint64_t*>g)[j] & (<uint64_t>0 - <uint64_t>(not s[j] < 0))
+        else:
+            for j in range(cols):
+                (<uint64_t*>o)[j] = (<const uint64_t*>g)[j] & (<uint64_t>0 - <uint64_t>(not s[j] <= 0))
+    else:
+        if at_zero:
+            for j in range(cols):
+                (<uint32_t*>o)[j] = (<const uint32_t*>g)[j] & (<uint32_t>0 - <uint32_t>(not s[j] < 0))
+        else:
+            for j in range(cols):
+                (<uint32_t*>o)[j] = (<const uint32_t*>g)[j] & (<uint32_t>0 - <uint32_t>(not s[j] <= 0))
 
 
 cdef void activation_grad(int act, const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
@@ -96,17 +121,22 @@ cdef void activation_grad(int act, const floating* dy, Py_ssize_t s0, Py_ssize_t
         g = dy + i * s0
         s = saved + i * ld_saved
         o = dz + i * t0
-        if s1 == 1 and t1 == 1 and db_acc != NULL:
-            for j in range(cols):
-                d = _grad(act, g[j], s[j])
-                o[j] = d
-                db_acc[j] += d
-        elif s1 == 1 and t1 == 1:
-            for j in range(cols):
-                o[j] = _grad(act, g[j], s[j])
-        else:
+        if s1 != 1 or t1 != 1:
             for j in range(cols):
                 d = _grad(act, g[j * s1], s[j])
                 o[j * t1] = d
                 if db_acc != NULL:
                     db_acc[j] += d
+        elif act == RELU:  # the common case, without a branch per element (its sign is random)
+            _keep(g, s, o, cols, False)
+            if db_acc != NULL:
+                for j in range(cols):
+                    db_acc[j] += o[j]
+        elif db_acc != NULL:
+            for j in range(cols):
+                d = _grad(act, g[j], s[j])
+                o[j] = d
+                db_acc[j] += d
+        else:
+            for j in range(cols):
+                o[j] = _grad(act, g[j], s[j])

@@ -6,9 +6,9 @@
  *    claimed one at a time, and a helper that wakes late finds none left.
  *    An OpenMP team's closing barrier waits for every thread, so on a busy
  *    machine each call could wait for a time slice of the scheduler;
- *  - an idle helper spins for about 50 microseconds and then sleeps, where
- *    GNU OpenMP's spins for GOMP_SPINCOUNT iterations (milliseconds),
- *    taking a core from the NumPy work that runs between fastlinear calls.
+ *  - an idle helper polls for 1 ms and then sleeps, where GNU OpenMP's
+ *    spins for GOMP_SPINCOUNT iterations (up to tens of milliseconds on
+ *    cores with a slow pause), taking a core from other work.
  * Which thread runs which task never changes a result: tasks write disjoint
  * outputs, fixed by the shape.  Elsewhere (Windows) it is an OpenMP loop, and
  * without OpenMP a plain loop.
@@ -53,10 +53,15 @@ static void fl_pool_init(void) {}
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 
-/* Iterations an idle helper polls for the next job before it sleeps (each
- * a CPU pause of some tens of nanoseconds: tens of microseconds in all). */
-#define FL_SPIN 2000
+/* How long an idle helper polls for the next job before it sleeps: long
+ * enough to outlast the NumPy work between two calls of a training step (a
+ * helper woken from sleep came too late to share the next call on the 2-core
+ * machines measured), far shorter than GNU OpenMP's spin of milliseconds. */
+#define FL_SPIN_NS 1000000
+/* Pauses between two readings of the clock while polling. */
+#define FL_SPIN_CHECK 64
 #define FL_MAX_HELPERS 255
 
 static pthread_mutex_t fl_lock = PTHREAD_MUTEX_INITIALIZER;  /* the fields below */
@@ -74,6 +79,13 @@ static int fl_seats;                  /* helpers that may still join the job */
  * that wakes after its job ended can never take a task of the next one. */
 static _Atomic uint64_t fl_claim;
 static atomic_llong fl_done;          /* tasks of the current job finished */
+
+static int64_t fl_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
 
 static inline void fl_pause(void)
 {
@@ -112,8 +124,12 @@ static void *fl_helper(void *unused)
         void *arg;
         Py_ssize_t n;
         int spin, join;
-        for (spin = 0; spin < FL_SPIN && atomic_load(&fl_generation) == seen; spin++)
+        int64_t until = fl_now_ns() + FL_SPIN_NS;
+        for (spin = 1; atomic_load(&fl_generation) == seen; spin++) {
             fl_pause();
+            if (spin % FL_SPIN_CHECK == 0 && fl_now_ns() > until)
+                break;
+        }
         pthread_mutex_lock(&fl_lock);
         while (atomic_load(&fl_generation) == seen) {
             fl_sleeping++;
@@ -174,7 +190,7 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
     pthread_mutex_unlock(&fl_lock);
     fl_work(generation, fn, arg, n);
     /* Only tasks a helper has claimed are left: wait for them to finish. */
-    for (t = 0; t < FL_SPIN && atomic_load(&fl_done) < n; t++)
+    for (t = 0; t < 100 * FL_SPIN_CHECK && atomic_load(&fl_done) < n; t++)
         fl_pause();
     pthread_mutex_lock(&fl_lock);
     while (atomic_load(&fl_done) < n)
