@@ -291,3 +291,15 @@ def test_linear_layer(rng, name):
     assert_close(layer.db, dz.sum(0), np.float64, 8)
     with pytest.raises(ValueError, match="relu"):
         fastlinear.Linear(6, 4, activation="ReLU")
+
+
+@pytest.mark.parametrize("shape", [(64, 784, 256), (2049, 33, 7), (64, 20000, 64)], ids=str)
+def test_z_is_written_without_an_activation_too(rng, shape):
+    """With no activation, z= still receives x @ W + b, on every plan."""
+    N, M_in, M_out = shape
+    x, W, b = make(rng, (N, M_in), np.float64), make(rng, (M_in, M_out), np.float64), make(rng, M_out, np.float64)
+    for plan in _plans.candidates("f", N, M_in, M_out):
+        z = np.full((N, M_out), np.nan)
+        y = forward_planned(x, W, b, None, None, z, 2, plan)
+        np.testing.assert_array_equal(z, y)
+        assert_close(y, x @ W + b, np.float64, M_in)
