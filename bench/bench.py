@@ -426,20 +426,25 @@ def main(argv=None):
                 row = run_case(shape, dtype, t, with_torch, budget, max_rounds, args.settle)
                 rows.append(row)
                 print_row(row, peers)
-    targets = check_targets(rows)
+    report("bench", args.out, info, rows, check_targets(rows), plot)
+
+
+def report(prefix, out, info, rows, targets, plot=None):
+    """Print the targets (with the CPU), write <prefix>-<time>.json and, given ``plot``, .png."""
     if targets:
-        print("\ntargets (medians of per-round ratios in this run):")
+        print(f"\ntargets on {info['cpu']} (medians of per-round ratios in this run):")
         for desc, value, bound, ok in targets:
             print(f"  [{'ok' if ok else 'MISSED'}] {desc} = {value:.3f} ({bound})")
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    json_path = os.path.join(args.out, f"bench-{stamp}.json")
+    json_path = os.path.join(out, f"{prefix}-{stamp}.json")
     with open(json_path, "w") as f:
         json.dump({"info": info, "rows": rows,
                    "targets": [dict(zip(("what", "value", "bound", "holds"), t)) for t in targets]},
                   f, indent=1, default=str)
-    png = plot(rows, os.path.join(args.out, f"bench-{stamp}.png"))
-    print(f"\nwrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib not installed)"))
+    png = plot(rows, os.path.join(out, f"{prefix}-{stamp}.png")) if plot else None
+    print(f"\nwrote {json_path}" + (f" and {png}" if png else "" if plot is None
+                                     else " (no plot: matplotlib not installed)"))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,6 @@ Ratios are medians over rounds of (fused time / peer time) within a round.
 Results go to bench/results/act-<time>.json.
 """
 import argparse
-import datetime
-import json
-import os
 import statistics
 import time
 
@@ -24,7 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 import fastlinear
-from bench import RESULTS, calls_per_turn, cpu_name, interleaved
+from bench import RESULTS, calls_per_turn, cpu_name, interleaved, report
 
 DEFAULT_CASES = [((100000, 64, 16), "relu"), ((64, 784, 256), "relu"),
                  ((64, 784, 256), "gelu"), ((100000, 64, 16), "gelu"),
@@ -155,19 +152,8 @@ def main(argv=None):
                 value = row["ratio"][peer]
                 targets.append((f"{shape} {dtype} {activation}: fused / {peer}", value,
                                 f"<= {bound}", value <= bound))
-    print(f"\ntargets on {cpu_name()}:")
-    for desc, value, bound, ok in targets:
-        print(f"  [{'ok' if ok else 'MISSED'}] {desc} = {value:.3f} ({bound})")
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"act-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-    with open(path, "w") as f:
-        json.dump({"info": {"cpu": cpu_name(), "threads": fastlinear.get_num_threads(),
-                            "blas": threadpool_info()},
-                   "rows": rows,
-                   "targets": [dict(zip(("what", "value", "bound", "holds"), t)) for t in targets]},
-                  f, indent=1, default=str)
-    print(f"\nwrote {path}")
-
+    info = {"cpu": cpu_name(), "threads": fastlinear.get_num_threads(), "blas": threadpool_info()}
+    report("act", args.out, info, rows, targets)
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,6 @@ bench/results/: mlp-<time>.json with every figure and mlp-<time>.png.
 """
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -30,7 +29,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastlinear
-from bench import RESULTS, calls_per_turn, cpu_name, interleaved
+from bench import RESULTS, calls_per_turn, cpu_name, interleaved, report
 
 # (layer sizes, batch)
 DEFAULT_CONFIGS = [((784, 256, 128, 10), 32), ((784, 256, 128, 10), 64),
@@ -314,21 +313,7 @@ def main(argv=None):
                 print(f"{label(row):>22} {dtype:8}{row['threads']:>4}"
                       + "".join(f"{row['median_s'][n] * 1e3:14.3f}" for n in names)
                       + "".join(f"{row['ratio'][n]:9.3f}" for n in names[1:]), flush=True)
-    targets = check_targets(rows)
-    if targets:
-        print(f"\ntargets on {info['cpu']} (medians of per-round ratios in this run):")
-        for desc, value, bound, ok in targets:
-            print(f"  [{'ok' if ok else 'MISSED'}] {desc} = {value:.3f} ({bound})")
-    os.makedirs(args.out, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    json_path = os.path.join(args.out, f"mlp-{stamp}.json")
-    with open(json_path, "w") as f:
-        json.dump({"info": info, "rows": rows,
-                   "targets": [dict(zip(("what", "value", "bound", "holds"), t)) for t in targets]},
-                  f, indent=1, default=str)
-    png = plot(rows, os.path.join(args.out, f"mlp-{stamp}.png"))
-    print(f"\nwrote {json_path}" + (f" and {png}" if png else " (no plot: matplotlib not installed)"))
-
+    report("mlp", args.out, info, rows, check_targets(rows), plot)
 
 if __name__ == "__main__":
     main()
