@@ -339,11 +339,8 @@ def check_targets(rows):
 
 
 def plot(rows, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     default = [r for r in rows if r["default_threads"]]
     if not default:
@@ -427,6 +424,17 @@ def main(argv=None):
                 rows.append(row)
                 print_row(row, peers)
     report("bench", args.out, info, rows, check_targets(rows), plot)
+
+
+def pyplot():
+    """matplotlib.pyplot on a file-only backend, or None where matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
 
 
 def report(prefix, out, info, rows, targets, plot=None):

@@ -29,7 +29,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastlinear
-from bench import RESULTS, calls_per_turn, cpu_name, interleaved, report
+from bench import RESULTS, calls_per_turn, cpu_name, interleaved, pyplot, report
 
 # (layer sizes, batch)
 DEFAULT_CONFIGS = [((784, 256, 128, 10), 32), ((784, 256, 128, 10), 64),
@@ -237,11 +237,8 @@ def check_targets(rows):
 
 
 def plot(rows, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     peers = [p for p in ("numpy", "torch", "sklearn") if any(p in r["ratio"] for r in rows)]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4))
