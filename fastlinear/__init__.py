@@ -1,10 +1,11 @@
 """fastlinear: a fully-connected layer for NumPy.
 
 y = f(x W + b) forward and dx, dW, db backward, in compiled Cython on
-fastlinear's own threads over SciPy's BLAS.  See :class:`Linear`, :func:`linear_forward` and
+fastlinear's own threads over SciPy's BLAS (or MKL, with the ``mkl`` extra).  See :class:`Linear`, :func:`linear_forward` and
 :func:`linear_backward`.
 """
 from ._api import Grads, linear_backward, linear_forward
+from ._backends import set_blas
 from ._config import show_config
 from ._linear import Linear
 from ._plans import set_planning, tune
@@ -12,4 +13,4 @@ from ._threads import get_num_threads, set_num_threads
 from ._version import __version__
 
 __all__ = ["Grads", "Linear", "linear_backward", "linear_forward", "get_num_threads",
-           "set_num_threads", "set_planning", "show_config", "tune", "__version__"]
+           "set_blas", "set_num_threads", "set_planning", "show_config", "tune", "__version__"]

@@ -18,7 +18,8 @@ cdef extern from "Python.h":
 
 cimport fastlinear._parallel as parallel
 from fastlinear._backward cimport backward
-from fastlinear._blas cimport blas_int_max, extent, layout
+from fastlinear._blas cimport SCIPY_BLAS, blas_int_max, extent, layout
+from fastlinear._blas import has_backend
 from fastlinear._forward cimport forward
 from fastlinear._epilogue cimport NO_ACTIVATION, RELU, TANH, SIGMOID, GELU, GELU_TANH
 from fastlinear._threads import MAX_THREADS, blas_threads, check_threads
@@ -159,7 +160,8 @@ cdef int _plan_for(int kind, int typenum, Py_ssize_t N, Py_ssize_t M_in,
 
 cdef int _check_plan(int plan) except -1:
     """Raise unless ``plan`` is one fastlinear._parallel.make_plan makes."""
-    if not (parallel.plan_path(plan) <= parallel.TILED and parallel.plan_tasks(plan) >= 1):
+    if not (parallel.plan_path(plan) <= parallel.TILED and parallel.plan_tasks(plan) >= 1
+            and has_backend(parallel.plan_backend(plan))):
         raise ValueError(f"no such plan: {plan}")
     return 0
 
@@ -403,12 +405,15 @@ cdef _target(out, Py_ssize_t rows, Py_ssize_t cols, int typenum, bint keep, bint
     return o.reshape(rows) if nd == 1 else o.reshape(rows, cols)
 
 
-cdef bint _holds_blas(int path, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out) noexcept:
+cdef bint _holds_blas(int plan, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out) noexcept:
     """Whether SciPy's BLAS is held at one thread for a call: always while fastlinear's
     threads call it, and on the calling thread alone from the size where OpenBLAS
     would start threads of its own (2**18 multiply-adds), for a serial plan the
-    planner chose there.  Below it, the hold's microseconds are saved."""
-    return path != parallel.SERIAL or <double>N * M_in * M_out >= SERIAL_WORK
+    planner chose there.  Below it, the hold's microseconds are saved; an
+    optional backend is loaded single-threaded and needs none."""
+    if parallel.plan_backend(plan) != SCIPY_BLAS:
+        return False
+    return parallel.plan_path(plan) != parallel.SERIAL or <double>N * M_in * M_out >= SERIAL_WORK
 
 
 cdef int _hold_blas(bint hold) except -1:
@@ -501,7 +506,7 @@ cpdef forward_planned(x, W, b, activation, out, z, num_threads, int plan):
     cdef bint copy_back, copy_z = False
     y = _target(out, N, M_out, typenum, False, &copy_back)
     tz = _target(z, N, M_out, typenum, False, &copy_z) if z is not None else None
-    cdef bint hold = _holds_blas(path, N, M_in, M_out)
+    cdef bint hold = _holds_blas(plan, N, M_in, M_out)
     _hold_blas(hold)
     try:
         forward(x2, W, b, y, act, tz, plan, threads)
@@ -642,7 +647,7 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
     tdx = _target(dx, N, M_in, typenum, add, &copy_dx) if want_dx else None
     tdW = _target(dW, M_in, M_out, typenum, add, &copy_dW) if want_dW else None
     tdb = _target(db, M_out, -1, typenum, add, &copy_db) if want_db else None
-    cdef bint hold = _holds_blas(path, N, M_in, M_out)
+    cdef bint hold = _holds_blas(plan, N, M_in, M_out)
     _hold_blas(hold)
     try:
         backward(x2, W, dy2, tdx, tdW, tdb,

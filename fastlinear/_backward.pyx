@@ -62,7 +62,7 @@ cdef struct Operands:
     const void* saved
     bint overwrite_dy
     bint is_double
-
+    int backend  # the BLAS of the row-block path's products
 
 cdef extern from "_transpose.h":
     void fl_transpose_double(const double* W, Py_ssize_t ldW, Py_ssize_t M_in,
@@ -124,10 +124,10 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
             colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
         if dx != NULL:
             gemm(tg, ops.tWT, n, M_in, M_out, g, ldg,
-                 WT, ops.ldWT, <floating>accumulate[0], dx + i * M_in, M_in)
+                 WT, ops.ldWT, <floating>accumulate[0], dx + i * M_in, M_in, ops.backend)
         if dW != NULL:
             gemm(other_trans(ops.tx), tg, M_in, M_out, n, row(x, ops.tx, ops.ldx, i), ops.ldx, g, ldg,
-                 <floating>(i != first), parts_dW + c * M_in * M_out, M_out)
+                 <floating>(i != first), parts_dW + c * M_in * M_out, M_out, ops.backend)
         i += n
 
 
@@ -255,6 +255,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
     ops.is_double = is_double
     cdef TaskSetting setting = setting_of(plan)
+    ops.backend = setting.backend
     cdef int path = parallel.plan_path(plan)
     cdef void* xp = data(x)
     cdef void* Wp = data(W)

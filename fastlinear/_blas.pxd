@@ -4,9 +4,15 @@ cimport numpy as cnp
 
 cdef Py_ssize_t blas_int_max() noexcept nogil
 
+# The BLAS libraries a plan may name (see fastlinear._backends): SciPy's, always
+# there, and the optional ones registered with set_backend.
+cdef enum:
+    SCIPY_BLAS = 0
+    BACKENDS = 4
+
 cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
-               floating beta, floating* C, Py_ssize_t ldC) noexcept nogil
+               floating beta, floating* C, Py_ssize_t ldC, int backend) noexcept nogil
 
 cdef const floating* row(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t i) noexcept nogil
 cdef const floating* col(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t j) noexcept nogil

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Row-major GEMM through ``scipy.linalg.cython_blas``.
+"""Row-major GEMM through ``scipy.linalg.cython_blas`` or an optional BLAS.
 
 A row-major matrix with leading dimension ``ld`` is, byte for byte, the
 column-major transpose of itself, so ``C = op(A) op(B)`` in row-major order is
@@ -13,6 +13,31 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 cnp.import_array()
 
 cdef Py_ssize_t _int_max = 2147483647
+
+# The Fortran ?gemm of each backend; SciPy's is always there.
+ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
+                         double*, int*, double*, double*, int*) noexcept nogil
+ctypedef void (*sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*,
+                         float*, int*, float*, float*, int*) noexcept nogil
+cdef dgemm_t _dgemm[BACKENDS]
+cdef sgemm_t _sgemm[BACKENDS]
+_dgemm[SCIPY_BLAS] = dgemm
+_sgemm[SCIPY_BLAS] = sgemm
+
+
+def set_backend(int backend, size_t dgemm_address, size_t sgemm_address):
+    """Register the ``dgemm``/``sgemm`` (Fortran interface, 32-bit integers) of
+    a backend; the addresses come from a library fastlinear._backends loaded
+    and checked."""
+    if not SCIPY_BLAS < backend < BACKENDS or not dgemm_address or not sgemm_address:
+        raise ValueError(f"no such backend slot {backend}, or a NULL function")
+    _dgemm[backend] = <dgemm_t>dgemm_address
+    _sgemm[backend] = <sgemm_t>sgemm_address
+
+
+def has_backend(int backend):
+    """Whether a backend's functions are registered."""
+    return 0 <= backend < BACKENDS and _dgemm[backend] != NULL
 
 
 cdef Py_ssize_t blas_int_max() noexcept nogil:
@@ -44,20 +69,21 @@ cdef const floating* col(const floating* A, char trans, Py_ssize_t ld, Py_ssize_
 
 cdef void _gemm_call(char transA, char transB, int m, int n, int k,
                      const floating* A, int ldA, const floating* B, int ldB,
-                     floating beta, floating* C, int ldC) noexcept nogil:
+                     floating beta, floating* C, int ldC, int backend) noexcept nogil:
     cdef floating one = 1
     if floating is double:
-        dgemm(&transB, &transA, &n, &m, &k, &one, <double*>B, &ldB,
-              <double*>A, &ldA, &beta, C, &ldC)
+        _dgemm[backend](&transB, &transA, &n, &m, &k, &one, <double*>B, &ldB,
+                        <double*>A, &ldA, &beta, C, &ldC)
     else:
-        sgemm(&transB, &transA, &n, &m, &k, &one, <float*>B, &ldB,
-              <float*>A, &ldA, &beta, C, &ldC)
+        _sgemm[backend](&transB, &transA, &n, &m, &k, &one, <float*>B, &ldB,
+                        <float*>A, &ldA, &beta, C, &ldC)
 
 
 cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
-               floating beta, floating* C, Py_ssize_t ldC) noexcept nogil:
-    """C (m x n) = op(A) (m x k) @ op(B) (k x n) + beta C, all row-major.
+               floating beta, floating* C, Py_ssize_t ldC, int backend) noexcept nogil:
+    """C (m x n) = op(A) (m x k) @ op(B) (k x n) + beta C, all row-major, by
+    the ?gemm of ``backend`` (SciPy's if that one is not registered).
 
     beta is 0 (C is overwritten, never read, so garbage or NaN in it does
     not leak) or 1 (accumulate).  Leading dimensions must already be at most
@@ -65,6 +91,8 @@ cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t 
     """
     cdef Py_ssize_t i, j, i0, j0, k0, mb, nb, kb
     cdef floating beta_k
+    if not 0 <= backend < BACKENDS or _dgemm[backend] == NULL:
+        backend = SCIPY_BLAS
     if m == 0 or n == 0:
         return
     if k == 0:
@@ -86,7 +114,7 @@ cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t 
                 _gemm_call(transA, transB, <int>mb, <int>nb, <int>kb,
                            col(row(A, transA, ldA, i0), transA, ldA, k0), <int>ldA,
                            col(row(B, transB, ldB, k0), transB, ldB, j0), <int>ldB,
-                           beta_k, C + i0 * ldC + j0, <int>ldC)
+                           beta_k, C + i0 * ldC + j0, <int>ldC, backend)
                 beta_k = 1
                 k0 += kb
             j0 += nb

@@ -5,6 +5,7 @@ import sys
 import numpy as np
 import scipy
 
+from ._backends import backends
 from ._parallel import threads_kind
 from ._threads import blas_threads, get_num_threads
 
@@ -26,6 +27,10 @@ def config():
         # bits only where their plans agree too.
         "plans": planner.summary(),
         "blas_small_kernels": blas_threads.small_kernels,
+        # The backends plans may choose among (see set_blas), and those that cannot be used.
+        "blas_choice": backends.choice,
+        "blas_backends": backends.found(),
+        "blas_missing": dict(backends.missing),
         "blas": [{"internal_api": lib.internal_api, "version": lib.version,
                   "threading_layer": getattr(lib, "threading_layer", None),
                   "architecture": getattr(lib, "architecture", None),

@@ -20,7 +20,7 @@ cnp.import_array()
 cdef void _rows(const floating* x, char tx, Py_ssize_t ldx,
                 const floating* W, char tW, Py_ssize_t ldW, const floating* b,
                 floating* y, Py_ssize_t i0, Py_ssize_t i1,
-                Py_ssize_t M_in, Py_ssize_t M_out, int act, floating* z) noexcept nogil:
+                Py_ssize_t M_in, Py_ssize_t M_out, int act, floating* z, int backend) noexcept nogil:
     """Rows i0:i1 of y: the bias, then x W added on top, then the activation
     (z, if not NULL, receives the rows before it)."""
     cdef Py_ssize_t i
@@ -28,7 +28,7 @@ cdef void _rows(const floating* x, char tx, Py_ssize_t ldx,
         for i in range(i0, i1):
             memcpy(y + i * M_out, b, M_out * sizeof(floating))
     gemm(tx, tW, i1 - i0, M_out, M_in, row(x, tx, ldx, i0), ldx, W, ldW,
-         <floating>(1 if b != NULL else 0), y + i0 * M_out, M_out)
+         <floating>(1 if b != NULL else 0), y + i0 * M_out, M_out, backend)
     if act or z != NULL:
         activate(act, y + i0 * M_out, M_out, i1 - i0, M_out,
                  z + i0 * M_out if z != NULL else NULL, M_out)
@@ -43,7 +43,7 @@ cdef struct Blocks:
     void* z
     char tx, tW
     Py_ssize_t ldx, ldW, N, M_in, M_out, rows
-    int act
+    int act, backend
     bint is_double
 
 
@@ -52,10 +52,12 @@ cdef void _block_task(Py_ssize_t blk, void* arg) noexcept nogil:
     cdef Py_ssize_t i0 = blk * a.rows, i1 = min(a.N, (blk + 1) * a.rows)
     if a.is_double:
         _rows(<const double*>a.x, a.tx, a.ldx, <const double*>a.W, a.tW, a.ldW,
-              <const double*>a.b, <double*>a.y, i0, i1, a.M_in, a.M_out, a.act, <double*>a.z)
+              <const double*>a.b, <double*>a.y, i0, i1, a.M_in, a.M_out, a.act, <double*>a.z,
+              a.backend)
     else:
         _rows(<const float*>a.x, a.tx, a.ldx, <const float*>a.W, a.tW, a.ldW,
-              <const float*>a.b, <float*>a.y, i0, i1, a.M_in, a.M_out, a.act, <float*>a.z)
+              <const float*>a.b, <float*>a.y, i0, i1, a.M_in, a.M_out, a.act, <float*>a.z,
+              a.backend)
 
 
 cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
@@ -67,13 +69,13 @@ cdef void _forward(const floating* x, char tx, Py_ssize_t ldx,
     cdef Product prod
     cdef Blocks a
     if path == parallel.SERIAL or (path == parallel.BLOCKED and N <= rows):
-        _rows(x, tx, ldx, W, tW, ldW, b, y, 0, N, M_in, M_out, act, z)
+        _rows(x, tx, ldx, W, tW, ldW, b, y, 0, N, M_in, M_out, act, z, setting.backend)
     elif path == parallel.BLOCKED:
         # Narrow W: each cache-sized block of rows gets its bias and its
         # product while it is in this core's cache.
         a.x, a.W, a.b, a.y, a.z, a.tx, a.tW = x, W, b, y, z, tx, tW
         a.ldx, a.ldW, a.N, a.M_in, a.M_out, a.rows = ldx, ldW, N, M_in, M_out, rows
-        a.act, a.is_double = act, floating is double
+        a.act, a.backend, a.is_double = act, setting.backend, floating is double
         parallel.parallel_for(blocks, parallel.threads_for(num_threads, blocks), _block_task, &a)
     else:
         prod = product(tx, tW, N, M_out, M_in, x, ldx, W, ldW, b, False, y, M_out, work, setting,

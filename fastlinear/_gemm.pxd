@@ -8,6 +8,7 @@ cdef enum:
 cdef struct TaskSetting:
     bint small_kernels  # the BLAS has small-matrix kernels (see _small_tiles)
     Py_ssize_t tasks    # tasks a product is cut into where it is big enough (see _packed_tiles)
+    int backend         # the BLAS that computes the products (see _blas.pxd)
 
 # One product C = op(A) op(B) of gemm_products, its pointers to float32 or
 # float64 elements as is_double says.

@@ -58,6 +58,7 @@ cdef TaskSetting setting_of(int plan) noexcept nogil:
     cdef TaskSetting setting
     setting.small_kernels = parallel.plan_small_kernels(plan)
     setting.tasks = parallel.plan_tasks(plan)
+    setting.backend = parallel.plan_backend(plan)
     return setting
 
 
@@ -189,7 +190,7 @@ cdef void _task(Py_ssize_t t, Tiles tiles, const Product* prod, const floating* 
     gemm(prod.transA, prod.transB, i1 - i0, j1 - j0, k1 - k0,
          col(row(A, prod.transA, prod.ldA, i0), prod.transA, prod.ldA, k0), prod.ldA,
          col(row(B, prod.transB, prod.ldB, k0), prod.transB, prod.ldB, j0), prod.ldB,
-         beta, out + i0 * ld + j0, ld)
+         beta, out + i0 * ld + j0, ld, prod.setting.backend)
     if tiles.tk == 1 and (prod.act or prod.aux != NULL):  # the tile is complete and in cache
         activate(prod.act, C + i0 * ld + j0, ld, i1 - i0, j1 - j0,
                  <floating*>prod.aux + i0 * prod.n + j0 if prod.aux != NULL else NULL, prod.n)

@@ -14,8 +14,9 @@ cdef extern from "Python.h":
     void PyEval_RestoreThread(PyThreadState* state) nogil
 
 # How a call is run: a plan (see fastlinear._plans) packs a path, whether
-# mid-size products are cut for BLAS's small-matrix kernels, and how many
-# tasks a big product is cut into, into one int.
+# mid-size products are cut for BLAS's small-matrix kernels, which BLAS
+# computes them (see _blas.pxd), and how many tasks a big product is cut
+# into, into one int.
 cdef enum:
     SERIAL = 0    # on the calling thread (products cut as TILED cuts them, run in turn)
     BLOCKED = 1   # OpenMP over cache-sized row blocks, backward fused per block
@@ -30,8 +31,12 @@ cdef inline bint plan_small_kernels(int plan) noexcept nogil:
     return (plan >> 2) & 1
 
 
+cdef inline int plan_backend(int plan) noexcept nogil:
+    return (plan >> 3) & 3
+
+
 cdef inline Py_ssize_t plan_tasks(int plan) noexcept nogil:
-    return plan >> 3
+    return plan >> 5
 
 
 cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:

@@ -23,13 +23,16 @@ def threads_kind():
 PATHS = {"serial": parallel.SERIAL, "blocked": parallel.BLOCKED, "tiled": parallel.TILED}
 
 
-def make_plan(int path, bint small_kernels, Py_ssize_t tasks):
-    """The int a kernel takes for a path, a small-kernel cut and tasks per product."""
-    if path not in (parallel.SERIAL, parallel.BLOCKED, parallel.TILED) or not 1 <= tasks <= 1 << 20:
-        raise ValueError(f"no such plan: path {path}, tasks {tasks}")
-    return path | (small_kernels << 2) | (tasks << 3)
+def make_plan(int path, bint small_kernels, Py_ssize_t tasks, int backend=0):
+    """The int a kernel takes for a path, a small-kernel cut, tasks per
+    product and a BLAS backend."""
+    if (path not in (parallel.SERIAL, parallel.BLOCKED, parallel.TILED)
+            or not 1 <= tasks <= 1 << 20 or not 0 <= backend <= 3):
+        raise ValueError(f"no such plan: path {path}, tasks {tasks}, backend {backend}")
+    return path | (small_kernels << 2) | (backend << 3) | (tasks << 5)
 
 
 def plan_fields(int plan):
-    """(path, small_kernels, tasks) of a plan made by make_plan."""
-    return parallel.plan_path(plan), bool(parallel.plan_small_kernels(plan)), parallel.plan_tasks(plan)
+    """(path, small_kernels, tasks, backend) of a plan made by make_plan."""
+    return (parallel.plan_path(plan), bool(parallel.plan_small_kernels(plan)),
+            parallel.plan_tasks(plan), parallel.plan_backend(plan))

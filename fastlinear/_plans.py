@@ -2,8 +2,8 @@
 
 A plan (see _parallel.pxd) says which path a call takes (on the calling
 thread, over row blocks, or over tiles of each product), whether mid-size
-products are cut for BLAS's small-matrix kernels, and how many tasks a big
-product is cut into.  Any plan gives the right result; which is fastest
+products are cut for BLAS's small-matrix kernels, which BLAS computes them
+(see _backends), and how many tasks a big product is cut into.  Any plan gives the right result; which is fastest
 depends on the CPU and its BLAS.  The first time a class of problem (its
 direction, dtype, M_in, M_out and N to within a factor of 2) is seen, the
 candidate plans are timed briefly on data of that shape and the fastest is
@@ -31,10 +31,11 @@ import warnings
 import numpy as np
 
 from . import _api, _gemm, _parallel
+from ._backends import NAMES as BACKEND_NAMES, SLOTS as BACKEND_SLOTS, backends, env_choice
 from ._threads import blas_threads, get_num_threads
 
 MODES = ("measure", "file", "off")
-FORMAT = 1
+FORMAT = 2
 # A candidate replaces the built-in plan only when its median is this much
 # faster: a closer call would let the machine's noise choose.
 MARGIN = 0.97
@@ -84,23 +85,26 @@ def cpu_name():
 def identity():
     """What a plan file must match to be used: plans measured elsewhere are guesses."""
     from . import __version__
+    found = backends.found()
     return {"fastlinear": __version__, "cpu": cpu_name(), "cpus": os.cpu_count() or 1,
             "blas": [f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', None)} "
-                     f"{os.path.basename(lib.filepath)}" for lib in blas_threads.libraries()]}
+                     f"{os.path.basename(lib.filepath)}" for lib in blas_threads.libraries()],
+            "backends": [found[BACKEND_NAMES[slot]] for slot in backends.usable()]}
 
 
-def _make_plan(kind, path, small_kernels):
+def _make_plan(kind, path, small_kernels, backend):
     """A plan; the small-kernel cut is set only where the call cuts products
     into tasks (a forward on the calling thread, or over row blocks, makes one
     BLAS call per block), so that one computation has one plan."""
     tiles = path == _parallel.PATHS["tiled"] or (path == _parallel.PATHS["serial"] and kind != "f")
-    return _parallel.make_plan(path, small_kernels and tiles, _gemm.machine_tasks())
+    return _parallel.make_plan(path, small_kernels and tiles, _gemm.machine_tasks(), backend)
 
 
 def default_plan(kind, N, M_in, M_out):
     """The built-in plan: fixed rules on the shape (see _api.default_path)."""
     blas_threads.libraries()  # settles blas_threads.small_kernels
-    return _make_plan(kind, _api.default_path(N, M_in, M_out), blas_threads.small_kernels)
+    return _make_plan(kind, _api.default_path(N, M_in, M_out), blas_threads.small_kernels,
+                      backends.default())
 
 
 def _products(kind, N, M_in, M_out):
@@ -124,11 +128,12 @@ def candidates(kind, N, M_in, M_out):
         paths.append(_parallel.PATHS["blocked"])
     small = any(_gemm.in_small_kernel_range(*mnk) for mnk in _products(kind, N, M_in, M_out))
     plans = [default]
-    for path in paths:
-        for small_kernels in (False, True) if small else (False,):
-            plan = _make_plan(kind, path, small_kernels)
-            if plan not in plans:
-                plans.append(plan)
+    for backend in backends.usable():
+        for path in paths:
+            for small_kernels in (False, True) if small else (False,):
+                plan = _make_plan(kind, path, small_kernels, backend)
+                if plan not in plans:
+                    plans.append(plan)
     return plans
 
 
@@ -148,18 +153,22 @@ def _parse_key(key):
 
 
 def _plan_from_json(entry):
-    """A plan from its JSON form {"path", "small_kernels", "tasks"}; ValueError if not one."""
-    if not (isinstance(entry, dict) and set(entry) == {"path", "small_kernels", "tasks"}
+    """A plan from its JSON form {"path", "small_kernels", "tasks", "blas"};
+    ValueError if not one, or if it names a backend this process may not use."""
+    if not (isinstance(entry, dict) and set(entry) == {"path", "small_kernels", "tasks", "blas"}
             and entry["path"] in _parallel.PATHS and isinstance(entry["small_kernels"], bool)
-            and type(entry["tasks"]) is int and 1 <= entry["tasks"] <= 1024):
+            and type(entry["tasks"]) is int and 1 <= entry["tasks"] <= 1024
+            and entry["blas"] in BACKEND_SLOTS
+            and BACKEND_SLOTS[entry["blas"]] in backends.usable()):
         raise ValueError(entry)
     return _parallel.make_plan(_parallel.PATHS[entry["path"]], entry["small_kernels"],
-                               entry["tasks"])
+                               entry["tasks"], BACKEND_SLOTS[entry["blas"]])
 
 
 def plan_to_json(plan):
-    path, small_kernels, tasks = _parallel.plan_fields(plan)
-    return {"path": PATH_NAMES[path], "small_kernels": small_kernels, "tasks": tasks}
+    path, small_kernels, tasks, backend = _parallel.plan_fields(plan)
+    return {"path": PATH_NAMES[path], "small_kernels": small_kernels, "tasks": tasks,
+            "blas": BACKEND_NAMES[backend]}
 
 
 def _problem(kind, dtype, N, M_in, M_out):
@@ -212,12 +221,7 @@ class Planner:
 
     def __init__(self):
         self._lock = threading.Lock()
-        mode = os.environ.get("FASTLINEAR_PLANS", "measure").strip().lower() or "measure"
-        if mode not in MODES:
-            warnings.warn(f"fastlinear: FASTLINEAR_PLANS={mode!r} is not one of {MODES}; "
-                          "measuring plans", RuntimeWarning, stacklevel=2)
-            mode = "measure"
-        self.mode = mode
+        self.mode = env_choice("FASTLINEAR_PLANS", MODES)
         self.file = os.environ.get("FASTLINEAR_PLAN_FILE") or None
         self._reset()
 
@@ -226,6 +230,11 @@ class Planner:
         self.measured = 0
         self.seconds = 0.0
         _api.forget_plans()
+
+    def forget(self):
+        """Choose every plan again (the backends to choose among have changed)."""
+        with self._lock:
+            self._reset()
 
     def configure(self, mode, file):
         if mode not in MODES:
@@ -342,9 +351,11 @@ class Planner:
         with self._lock:
             plans = self.plans if self.plans is not None else (
                 self._read() if self.mode != "off" else {})
+        blas = [BACKEND_NAMES[_parallel.plan_fields(plan)[3]] for plan in plans.values()]
         return {"mode": self.mode, "file": None if self.mode == "off" else self.path(),
                 "plans": len(plans), "measured_here": self.measured,
-                "planning_seconds": round(self.seconds, 4)}
+                "planning_seconds": round(self.seconds, 4),
+                "plans_per_blas": {name: blas.count(name) for name in sorted(set(blas))}}
 
 
 planner = Planner()

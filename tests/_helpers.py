@@ -23,12 +23,16 @@ def reference(x, W, b, dy):
 
 
 def assert_close(actual, expected, dtype, k, scale=1.0):
-    """Within the rounding error of a length-k dot product in ``dtype``."""
+    """Within the rounding error of a length-k dot product in ``dtype``, whose
+    terms are of magnitude ``scale`` (a number, or an array like ``expected``)."""
     assert actual.shape == expected.shape
     assert actual.dtype == np.dtype(dtype)
     eps = np.finfo(dtype).eps
-    atol = 4 * eps * (k + 1) * scale
-    np.testing.assert_allclose(actual, expected, rtol=4 * eps * (k + 1), atol=atol)
+    tol = 4 * eps * (k + 1) * (scale + np.abs(expected))
+    bad = ~(np.abs(actual.astype(float) - expected) <= tol)
+    assert not bad.any(), (f"{bad.sum()} of {bad.size} elements differ by more than the "
+                           f"rounding of a length-{k} sum, at {np.argwhere(bad)[:5].tolist()}: "
+                           f"{actual[bad][:5]} against {expected[bad][:5]}")
 
 
 def make(rng, shape, dtype):

@@ -26,7 +26,8 @@ def pytest_report_header(config):
     info = fastlinear._config.config()
     return [f"fastlinear {info['fastlinear']} from {os.path.dirname(fastlinear.__file__)}",
             f"threads={info['threads']} num_threads={info['num_threads']} plans={info['plans']} "
-            f"blas={[(b['internal_api'], b['version']) for b in info['blas']]}"]
+            f"blas={[(b['internal_api'], b['version']) for b in info['blas']]}",
+            f"backends={list(info['blas_backends'])} missing={info['blas_missing']}"]
 
 
 @pytest.fixture

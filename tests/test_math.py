@@ -332,7 +332,7 @@ def test_mid_size_tilings(rng, tiled_plan, shape, dtype):
     N, M_in, M_out = shape
     if shape == (4000, 100, 330):
         from fastlinear import _gemm
-        _, small_kernels, tasks = plan_fields(tiled_plan)
+        _, small_kernels, tasks, _ = plan_fields(tiled_plan)
         assert _gemm._task_grid(M_in, M_out, N, "T", "N", small_kernels, tasks)[2] > 1
 
     def step(x, W, b, dy, num_threads, **buffers):

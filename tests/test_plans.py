@@ -140,20 +140,23 @@ def _valid_file(plan_json):
     ("{not json", "corrupt"),
     (json.dumps([1, 2]), "corrupt"),
     (json.dumps({"format": 99, "plans": {}}), "corrupt"),
-    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2}),
+    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"}),
                      identity={"cpu": "another"})), "another CPU"),
-    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2}),
+    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"}),
                      identity=dict(_plans.identity(), fastlinear="0.0.1"))), "another CPU"),
-    (json.dumps(_valid_file({"path": "gpu", "small_kernels": False, "tasks": 2})), "corrupt"),
-    (json.dumps(_valid_file({"path": "tiled", "small_kernels": 1, "tasks": 2})), "corrupt"),
-    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": -3})), "corrupt"),
-    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "x": 1})), "corrupt"),
-    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2}),
+    (json.dumps(_valid_file({"path": "gpu", "small_kernels": False, "tasks": 2, "blas": "scipy"})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2,
+                             "blas": "cublas"})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": 1, "tasks": 2, "blas": "scipy"})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": -3, "blas": "scipy"})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy", "x": 1})), "corrupt"),
+    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"}),
                      plans={"f:float16:7:784:256": {"path": "tiled", "small_kernels": False,
-                                                     "tasks": 2}})), "corrupt"),
-    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2}),
+                                                     "tasks": 2, "blas": "scipy"}})), "corrupt"),
+    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"}),
                      plans={"os.system('x')": {"path": "tiled", "small_kernels": False,
-                                               "tasks": 2}})), "corrupt"),
+                                               "tasks": 2, "blas": "scipy"}})), "corrupt"),
 ])
 def test_untrusted_plan_files_are_ignored(plan_file, rng, content, why):
     plan_file.write_text(content)
@@ -176,7 +179,8 @@ def test_a_cache_file_others_can_write_is_ignored(tmp_path, monkeypatch, rng):
         assert path.startswith(str(tmp_path))
         os.makedirs(os.path.dirname(path))
         with open(path, "w") as f:
-            json.dump(_valid_file({"path": "serial", "small_kernels": False, "tasks": 2}), f)
+            json.dump(_valid_file({"path": "serial", "small_kernels": False, "tasks": 2,
+                                   "blas": "scipy"}), f)
         os.chmod(path, 0o666)
         fastlinear.set_planning("file", None)
         with pytest.warns(RuntimeWarning, match="another user"):
@@ -195,7 +199,8 @@ def test_off_gives_the_built_in_plans(tmp_path):
         fastlinear.linear_forward(np.ones((64, 784)), np.ones((784, 256)))
         assert not path.exists()
         assert _plans.planner.summary() == {"mode": "off", "file": None, "plans": 0,
-                                            "measured_here": 0, "planning_seconds": 0.0}
+                                            "measured_here": 0, "planning_seconds": 0.0,
+                                            "plans_per_blas": {}}
     finally:
         fastlinear.set_planning(os.environ["FASTLINEAR_PLANS"], os.environ["FASTLINEAR_PLAN_FILE"])
 

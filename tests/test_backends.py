@@ -1,0 +1,147 @@
+"""Optional BLAS backends: each found one is a candidate, a broken one is a warning and SciPy's."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from _helpers import DTYPES, assert_close, make, reference, run_script
+
+import fastlinear
+from fastlinear import _backends, _plans
+from fastlinear._api import backward_planned, forward_planned
+from fastlinear._parallel import PATHS, make_plan, plan_fields
+
+MKL = _backends.SLOTS["mkl"]
+mkl_found = "mkl" in _backends.backends.found()
+needs_mkl = pytest.mark.skipif(not mkl_found, reason="MKL is not installed or cannot load: "
+                               f"{_backends.backends.missing.get('mkl')}")
+
+
+def test_an_installed_mkl_is_found():
+    """Where the extra is installed, its library loads: the tests of its plans then run."""
+    if _backends._mkl_library() is None:
+        pytest.skip("the mkl extra is not installed")
+    assert mkl_found, _backends.backends.missing
+
+
+@pytest.mark.parametrize("kind", ["f", "b11", "b01"])
+def test_every_backend_found_is_a_candidate(kind):
+    backends = {plan_fields(p)[3] for p in _plans.candidates(kind, 64, 784, 256)}
+    assert backends == set(_backends.backends.usable())
+    assert plan_fields(_plans.default_plan(kind, 64, 784, 256))[3] == _backends.SLOTS["scipy"]
+
+
+@needs_mkl
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", sorted(PATHS))
+@pytest.mark.parametrize("activation", [None, "relu", "gelu"])
+def test_mkl_plans_match_the_reference(rng, dtype, path, activation):
+    """Every path, fused or not, against float64 NumPy, with the same bits for 1-4 threads."""
+    N, M_in, M_out = 600, 40, 300
+    x, W, dy = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
+    b = make(rng, M_out, dtype)
+    ry, rdx, rdW, rdb = reference(x, W, b, dy)
+    runs = []
+    for small_kernels in (False, True):
+        plan = make_plan(PATHS[path], small_kernels, 2, MKL)
+        for threads in (1, 2, 3, 4):
+            z = np.empty((N, M_out), dtype)
+            y = forward_planned(x, W, b, activation, None, z, threads, plan)
+            grads = backward_planned(x, W, dy, activation, y if activation == "relu" else None,
+                                     z if activation == "gelu" else None, False, True, True, True,
+                                     None, None, None, False, threads, plan)
+            runs.append((small_kernels, (y, z) + tuple(grads)))
+    for small_kernels, got in runs:
+        y, z = got[:2]
+        assert_close(z, ry, dtype, M_in)
+        if activation == "relu":
+            assert_close(y, np.maximum(ry, 0), dtype, M_in)
+        if activation is None:
+            assert_close(y, ry, dtype, M_in)
+            assert_close(got[2], rdx, dtype, M_out)
+            assert_close(got[3], rdW, dtype, N)
+            assert_close(got[4], rdb, dtype, N)
+    for small_kernels, got in runs:
+        want = next(r for s, r in runs if s == small_kernels)
+        for a, c in zip(got, want):
+            np.testing.assert_array_equal(a, c)
+
+
+@needs_mkl
+def test_pinning_mkl(rng):
+    fastlinear.set_blas("mkl")
+    try:
+        for kind in ("f", "b11"):
+            plans = _plans.candidates(kind, 64, 784, 256)
+            assert {plan_fields(p)[3] for p in plans} == {MKL}
+        x, W = make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64)
+        assert_close(fastlinear.linear_forward(x, W), x @ W, np.float64, 784)
+    finally:
+        fastlinear.set_blas("auto")
+
+
+@needs_mkl
+def test_no_intel_openmp_is_loaded():
+    out = run_script("""
+        import numpy as np, fastlinear
+        fastlinear.set_planning("off")
+        fastlinear.set_blas("mkl")
+        fastlinear.linear_forward(np.ones((64, 784)), np.ones((784, 256)))
+        maps = open("/proc/self/maps").read()
+        print("libmkl_rt" in maps, "libiomp5" in maps)
+    """)
+    assert out.split() == ["True", "False"]
+
+
+def test_pinning_scipy_never_loads_mkl(tmp_path):
+    env = dict(os.environ, FASTLINEAR_BLAS="scipy", FASTLINEAR_PLANS="measure",
+               FASTLINEAR_PLAN_FILE=str(tmp_path / "plans.json"))
+    code = ("import json, numpy as np, fastlinear; "
+            "fastlinear.tune([(64, 784, 256)], dtypes=['float32']); "
+            "print('libmkl_rt' in open('/proc/self/maps').read()); "
+            "print(json.dumps(fastlinear._config.config()['plans']['plans_per_blas']))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout.splitlines()
+    assert out[0] == "False"
+    assert json.loads(out[1]) == {"scipy": 3}
+
+
+def test_a_broken_library_is_a_warning_and_scipy(tmp_path):
+    """A file that is not a library, and a library that is not MKL: no crash, SciPy's BLAS."""
+    garbage = tmp_path / "libmkl_rt.so.2"
+    garbage.write_bytes(b"\x7fELF not really")
+    for path in (str(garbage), "libm.so.6"):
+        with pytest.raises(OSError):
+            _backends.load_mkl(path)
+        out = run_script(f"""
+            import warnings, numpy as np, fastlinear
+            from fastlinear import _backends
+            _backends._mkl_library = lambda: {path!r}
+            fastlinear.set_planning("off")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fastlinear.set_blas("mkl")
+                x, W = np.arange(12.0).reshape(3, 4), np.ones((4, 2))
+                y = fastlinear.linear_forward(x, W)
+            print(sorted(fastlinear._config.config()["blas_backends"]), y.sum(),
+                  any("not using MKL" in str(w.message) for w in caught))
+        """)
+        assert out.split() == ["['scipy']", "132.0", "True"]
+
+
+def test_choosing_a_backend_checks_its_name(tmp_path):
+    with pytest.raises(ValueError, match="auto"):
+        fastlinear.set_blas("openblas")
+    env = dict(os.environ, FASTLINEAR_BLAS="fastest")
+    proc = subprocess.run([sys.executable, "-c", "import fastlinear; print(fastlinear._backends.backends.choice)"],
+                          env=env, capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert proc.stdout.strip() == "auto" and "FASTLINEAR_BLAS" in proc.stderr
+
+
+def test_a_plan_for_a_backend_not_loaded_is_refused(rng):
+    x, W = make(rng, (4, 3), np.float64), make(rng, (3, 2), np.float64)
+    unused = 3  # a slot no backend registers
+    with pytest.raises(ValueError, match="no such plan"):
+        forward_planned(x, W, None, None, None, None, 1, make_plan(PATHS["tiled"], False, 2, unused))
