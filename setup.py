@@ -67,7 +67,10 @@ class BuildExt(build_ext):
             if serial:
                 ext.define_macros.append(("FL_SERIAL", "1"))
             if unix:
-                ext.extra_compile_args += ["-O3"] + ([] if serial else ["-pthread"])
+                # -fno-trapping-math lets the activations' selects become SIMD blends: it
+                # changes no value (unlike -ffast-math), only whether FP flags may be raised.
+                ext.extra_compile_args += ["-O3", "-fno-trapping-math"] + (
+                    [] if serial else ["-pthread"])
                 ext.extra_link_args += [] if serial else ["-pthread"]
             if use_openmp:
                 ext.extra_compile_args += compile_args

@@ -1,12 +1,15 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Activations and their derivatives, on a block while it is in cache.
 
-Computed in the input's precision with the C library's functions, in the
-forms PyTorch uses, so that NaN and Inf propagate as PyTorch's do.  The
-derivative of relu, tanh and sigmoid is taken from the forward's output y,
-that of gelu and gelu_tanh from its input z.
+Computed in the input's precision, in the forms PyTorch uses, so that NaN and
+Inf propagate as PyTorch's do: float64 with the C library's functions;
+float32's exp and erf with the branch-free polynomials below, which the
+compiler turns into SIMD loops where the C library's are one call per element
+(see docs/design.md for their error bounds).  The derivative of relu, tanh
+and sigmoid is taken from the forward's output y, that of gelu and gelu_tanh
+from its input z.
 """
-from libc.math cimport erf, erff, exp, expf, tanh, tanhf
+from libc.math cimport INFINITY, erf, exp, tanh, tanhf
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
 
@@ -21,11 +24,64 @@ cdef inline floating _tanh(floating v) noexcept nogil:
 
 
 cdef inline floating _exp(floating v) noexcept nogil:
-    return exp(v) if floating is double else expf(v)
+    return exp(v) if floating is double else _expf(v)
 
 
 cdef inline floating _erf(floating v) noexcept nogil:
-    return erf(v) if floating is double else erff(v)
+    return erf(v) if floating is double else _erff(v)
+
+
+cdef inline float _expf(float x) noexcept nogil:
+    """exp(x) = 2^n exp(r), n the integer nearest x / ln 2, |r| <= ln 2 / 2,
+    exp(r) by its Taylor polynomial of degree 7 (truncation below 1e-9).
+
+    Results under 2**-124 are 0; NaN stays NaN.  Every constant is a float,
+    so that the arithmetic stays in float32 lanes.
+    """
+    cdef float lo = -86.0, hi = 88.7
+    cdef float xc = lo if x < lo else x
+    xc = hi if xc > hi else xc
+    cdef float known = xc if xc == xc else 0  # NaN: any n, the result is NaN anyway
+    # Adding and taking away 1.5 * 2**23 rounds to the nearest integer.
+    cdef float n = (known * <float>1.44269504088896341 + <float>12582912.0) - <float>12582912.0
+    cdef float r = (xc - n * <float>0.693145751953125) - n * <float>1.428606765330187e-06
+    cdef float p = <float>(1.0 / 5040)
+    p = p * r + <float>(1.0 / 720)
+    p = p * r + <float>(1.0 / 120)
+    p = p * r + <float>(1.0 / 24)
+    p = p * r + <float>(1.0 / 6)
+    p = p * r + <float>0.5
+    p = p * r + <float>1.0
+    p = p * r + <float>1.0
+    # 2^(n - 1) from its exponent bits (n - 1 + 127 lies in 1..254), times 2.
+    cdef uint32_t bits = <uint32_t>(<int>n + 126) << 23
+    cdef float scale
+    memcpy(&scale, &bits, sizeof(float))
+    cdef float result = p * scale * <float>2.0
+    result = 0 if x < lo else result
+    return <float>INFINITY if x > <float>88.72283935546875 else result
+
+
+cdef inline float _erff(float x) noexcept nogil:
+    """erf(x) as x P(x^2) / Q(x^2), a rational minimax approximation on [-4, 4]
+    (erf is +-1 in float32 beyond); NaN stays NaN."""
+    cdef float bound = 4.0
+    x = -bound if x < -bound else x
+    x = bound if x > bound else x
+    cdef float x2 = x * x
+    cdef float p = <float>-2.72614225801306e-10
+    p = p * x2 + <float>2.77068142495902e-08
+    p = p * x2 - <float>2.10102402082508e-06
+    p = p * x2 - <float>5.69250639462346e-05
+    p = p * x2 - <float>7.34990630326855e-04
+    p = p * x2 - <float>2.95459980854025e-03
+    p = p * x2 - <float>1.60960333262415e-02
+    cdef float q = <float>-1.45660718464996e-05
+    q = q * x2 - <float>2.13374055278905e-04
+    q = q * x2 - <float>1.68282697438203e-03
+    q = q * x2 - <float>7.37332916720468e-03
+    q = q * x2 - <float>1.42647390514189e-02
+    return x * p / q
 
 
 cdef inline floating _f(int act, floating z) noexcept nogil:
@@ -76,9 +132,18 @@ cdef void activate(int act, floating* y, Py_ssize_t ldy, Py_ssize_t rows, Py_ssi
             memcpy(z + i * ldz, r, cols * sizeof(floating))
         if act == RELU:  # the common case
             _keep(r, r, r, cols, True)
-        elif act != NO_ACTIVATION:
+        elif act == TANH:  # a loop per activation: _f inlined for a constant vectorises
             for j in range(cols):
-                r[j] = _f(act, r[j])
+                r[j] = _f(TANH, r[j])
+        elif act == SIGMOID:
+            for j in range(cols):
+                r[j] = _f(SIGMOID, r[j])
+        elif act == GELU:
+            for j in range(cols):
+                r[j] = _f(GELU, r[j])
+        elif act == GELU_TANH:
+            for j in range(cols):
+                r[j] = _f(GELU_TANH, r[j])
 
 
 cdef inline void _keep(const floating* g, const floating* s, floating* o, Py_ssize_t cols,
@@ -132,11 +197,22 @@ cdef void activation_grad(int act, const floating* dy, Py_ssize_t s0, Py_ssize_t
             if db_acc != NULL:
                 for j in range(cols):
                     db_acc[j] += o[j]
-        elif db_acc != NULL:
-            for j in range(cols):
-                d = _grad(act, g[j], s[j])
-                o[j] = d
-                db_acc[j] += d
+        elif act == TANH:  # a loop per activation, as in activate
+            _grad_row(TANH, g, s, o, cols, db_acc)
+        elif act == SIGMOID:
+            _grad_row(SIGMOID, g, s, o, cols, db_acc)
+        elif act == GELU:
+            _grad_row(GELU, g, s, o, cols, db_acc)
         else:
-            for j in range(cols):
-                o[j] = _grad(act, g[j], s[j])
+            _grad_row(GELU_TANH, g, s, o, cols, db_acc)
+
+
+cdef inline void _grad_row(int act, const floating* g, const floating* s, floating* o,
+                           Py_ssize_t cols, double* db_acc) noexcept nogil:
+    """o = g f'(.) along a contiguous row, adding o onto db_acc unless NULL."""
+    cdef Py_ssize_t j
+    for j in range(cols):
+        o[j] = _grad(act, g[j], s[j])
+    if db_acc != NULL:
+        for j in range(cols):
+            db_acc[j] += o[j]

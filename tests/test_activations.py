@@ -306,3 +306,26 @@ def test_z_is_written_without_an_activation_too(rng, shape):
         y = forward_planned(x, W, b, None, None, z, 2, plan)
         np.testing.assert_array_equal(z, y)
         assert_close(y, x @ W + b, np.float64, M_in)
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "gelu", "gelu_tanh", "tanh"])
+def test_float32_activations_over_their_whole_range(name):
+    """float32's own exp and erf: f and f' on a dense grid of z in [-100, 100],
+    within 4e-7 max(1, |z|) of float64 (the documented bound), NaN, Inf and the
+    ends of exp's range as float64's."""
+    z = np.concatenate([np.linspace(-100, 100, 400_001), np.linspace(-6, 6, 400_001)])
+    z = z.astype(np.float32)
+    x, W = z.reshape(-1, 1), np.ones((1, 1), np.float32)
+    saved = np.empty_like(x)
+    y = fastlinear.linear_forward(x, W, activation=name, z=saved)
+    g = fastlinear.linear_backward(x, W, np.ones_like(x), activation=name, bias=False,
+                                   need_dW=False, **({"z": saved} if name in NEEDS_Z else {"y": y}))
+    z64 = z.astype(float)
+    bound = 4e-7 * np.maximum(1, np.abs(z64))
+    assert np.all(np.abs(y.ravel() - f_ref(name, z64)) <= bound)
+    assert np.all(np.abs(g.dx.ravel() - df_ref(name, z64)) <= bound)
+    special = np.array([[np.nan], [np.inf], [-np.inf], [88.8], [-88.8], [-1e30]], np.float32)
+    with np.errstate(all="ignore"):
+        want = f_ref(name, special.astype(float)).astype(np.float32)
+    want[np.abs(want) < 2.0 ** -124] = 0  # exp's results under 2**-124 are 0 (documented)
+    np.testing.assert_array_equal(fastlinear.linear_forward(special, W, activation=name), want)
