@@ -102,7 +102,8 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
     cdef const floating* g
     cdef char tg
     cdef Py_ssize_t ldg
-    cdef floating* block
+    cdef floating* dz
+    cdef Py_ssize_t t0, t1
     if db != NULL:
         pb = parts_db + c * M_out
         for j in range(M_out):
@@ -110,16 +111,19 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
     while i < end:
         n = min(rows, end - i)
         g, tg, ldg = row(dy, ops.tdy, ops.lddy, i), ops.tdy, ops.lddy
-        if ops.act and ops.overwrite_dy:
+        if ops.act:
+            if ops.overwrite_dy:
+                dz, t0, t1 = <floating*>dy + i * s0, s0, s1
+            else:  # scratch laid out as dy is, so that BLAS reads it as it would dy
+                dz = dz_work + c * rows * M_out
+                ldg = M_out if ops.tdy == b'N' else n
+                t0 = ldg if ops.tdy == b'N' else 1
+                t1 = 1 if ops.tdy == b'N' else ldg
+                g = dz
             activation_grad(ops.act, dy + i * s0, s0, s1, <const floating*>ops.saved + i * M_out,
-                            M_out, <floating*>dy + i * s0, s0, s1, n, M_out, pb)
-        elif ops.act:  # scratch laid out as dy is, so that BLAS reads it as it would dy
-            block = dz_work + c * rows * M_out
-            ldg = M_out if ops.tdy == b'N' else n
-            activation_grad(ops.act, dy + i * s0, s0, s1, <const floating*>ops.saved + i * M_out,
-                            M_out, block, ldg if ops.tdy == b'N' else 1,
-                            1 if ops.tdy == b'N' else ldg, n, M_out, pb)
-            g = block
+                            M_out, dz, t0, t1, n, M_out)
+            if db != NULL:
+                colsum_add(dz, t0, t1, n, M_out, pb)
         elif db != NULL:
             colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
         if dx != NULL:

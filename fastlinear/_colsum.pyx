@@ -142,11 +142,14 @@ cdef void _sum_block(Py_ssize_t t, const Sums* g, const floating* dy) noexcept n
         acc = work + c * M_out + j0
         for j in range(j1 - j0):
             acc[j] = 0
+    cdef floating* dz
     if g.act:
+        dz = <floating*>g.dz + i0 * g.t0 + j0 * g.t1
         activation_grad(g.act, dy + i0 * s0 + j0 * s1, s0, s1,
                         <const floating*>g.saved + i0 * M_out + j0, M_out,
-                        <floating*>g.dz + i0 * g.t0 + j0 * g.t1, g.t0, g.t1,
-                        i1 - i0, j1 - j0, acc)
+                        dz, g.t0, g.t1, i1 - i0, j1 - j0)
+        if acc != NULL:
+            colsum_add(dz, g.t0, g.t1, i1 - i0, j1 - j0, acc)
     else:
         colsum_add(dy + i0 * s0 + j0 * s1, s0, s1, i1 - i0, j1 - j0, acc)
 

@@ -16,4 +16,4 @@ cdef void activate(int act, floating* y, Py_ssize_t ldy, Py_ssize_t rows, Py_ssi
 cdef void activation_grad(int act, const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
                           const floating* saved, Py_ssize_t ld_saved,
                           floating* dz, Py_ssize_t t0, Py_ssize_t t1,
-                          Py_ssize_t rows, Py_ssize_t cols, double* db_acc) noexcept nogil
+                          Py_ssize_t rows, Py_ssize_t cols) noexcept nogil

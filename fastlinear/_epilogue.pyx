@@ -124,26 +124,35 @@ cdef inline floating _df(int act, floating s) noexcept nogil:
 cdef void activate(int act, floating* y, Py_ssize_t ldy, Py_ssize_t rows, Py_ssize_t cols,
                    floating* z, Py_ssize_t ldz) noexcept nogil:
     """y = f(y) over a block of rows; z (if not NULL) keeps the block's y before."""
-    cdef Py_ssize_t i, j
+    cdef Py_ssize_t i
     cdef floating* r
+    if ldy == cols and (z == NULL or ldz == cols):  # contiguous: one loop, not one per row
+        cols, rows = rows * cols, 1
     for i in range(rows):
         r = y + i * ldy
         if z != NULL:
             memcpy(z + i * ldz, r, cols * sizeof(floating))
-        if act == RELU:  # the common case
-            _keep(r, r, r, cols, True)
-        elif act == TANH:  # a loop per activation: _f inlined for a constant vectorises
-            for j in range(cols):
-                r[j] = _f(TANH, r[j])
-        elif act == SIGMOID:
-            for j in range(cols):
-                r[j] = _f(SIGMOID, r[j])
-        elif act == GELU:
-            for j in range(cols):
-                r[j] = _f(GELU, r[j])
-        elif act == GELU_TANH:
-            for j in range(cols):
-                r[j] = _f(GELU_TANH, r[j])
+        _map(act, r, cols)
+
+
+cdef inline void _map(int act, floating* r, Py_ssize_t n) noexcept nogil:
+    """r = f(r) for n contiguous elements: a loop per activation, so that each
+    inlines _f for a constant and vectorises."""
+    cdef Py_ssize_t j
+    if act == RELU:  # the common case
+        _keep(r, r, r, n, True)
+    elif act == TANH:
+        for j in range(n):
+            r[j] = _f(TANH, r[j])
+    elif act == SIGMOID:
+        for j in range(n):
+            r[j] = _f(SIGMOID, r[j])
+    elif act == GELU:
+        for j in range(n):
+            r[j] = _f(GELU, r[j])
+    elif act == GELU_TANH:
+        for j in range(n):
+            r[j] = _f(GELU_TANH, r[j])
 
 
 cdef inline void _keep(const floating* g, const floating* s, floating* o, Py_ssize_t cols,
@@ -174,45 +183,36 @@ cdef inline void _keep(const floating* g, const floating* s, floating* o, Py_ssi
 cdef void activation_grad(int act, const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
                           const floating* saved, Py_ssize_t ld_saved,
                           floating* dz, Py_ssize_t t0, Py_ssize_t t1,
-                          Py_ssize_t rows, Py_ssize_t cols, double* db_acc) noexcept nogil:
+                          Py_ssize_t rows, Py_ssize_t cols) noexcept nogil:
     """dz = dy * f'(.) over a block (element strides s0, s1 of dy and t0, t1 of
-    dz, which may be dy itself), adding dz's column sums onto db_acc unless NULL."""
+    dz, which may be dy itself)."""
     cdef Py_ssize_t i, j
-    cdef floating d
-    cdef const floating* g
-    cdef const floating* s
-    cdef floating* o
+    if s1 == 1 and t1 == 1 and s0 == cols and t0 == cols and ld_saved == cols:
+        _grad_map(act, dy, saved, dz, rows * cols)  # contiguous: one loop, not one per row
+        return
     for i in range(rows):
-        g = dy + i * s0
-        s = saved + i * ld_saved
-        o = dz + i * t0
-        if s1 != 1 or t1 != 1:
-            for j in range(cols):
-                d = _grad(act, g[j * s1], s[j])
-                o[j * t1] = d
-                if db_acc != NULL:
-                    db_acc[j] += d
-        elif act == RELU:  # the common case, without a branch per element (its sign is random)
-            _keep(g, s, o, cols, False)
-            if db_acc != NULL:
-                for j in range(cols):
-                    db_acc[j] += o[j]
-        elif act == TANH:  # a loop per activation, as in activate
-            _grad_row(TANH, g, s, o, cols, db_acc)
-        elif act == SIGMOID:
-            _grad_row(SIGMOID, g, s, o, cols, db_acc)
-        elif act == GELU:
-            _grad_row(GELU, g, s, o, cols, db_acc)
+        if s1 == 1 and t1 == 1:
+            _grad_map(act, dy + i * s0, saved + i * ld_saved, dz + i * t0, cols)
         else:
-            _grad_row(GELU_TANH, g, s, o, cols, db_acc)
+            for j in range(cols):
+                dz[i * t0 + j * t1] = _grad(act, dy[i * s0 + j * s1], saved[i * ld_saved + j])
 
 
-cdef inline void _grad_row(int act, const floating* g, const floating* s, floating* o,
-                           Py_ssize_t cols, double* db_acc) noexcept nogil:
-    """o = g f'(.) along a contiguous row, adding o onto db_acc unless NULL."""
+cdef inline void _grad_map(int act, const floating* g, const floating* s, floating* o,
+                           Py_ssize_t n) noexcept nogil:
+    """o = g f'(.) for n contiguous elements (o may be g): a loop per activation, as in _map."""
     cdef Py_ssize_t j
-    for j in range(cols):
-        o[j] = _grad(act, g[j], s[j])
-    if db_acc != NULL:
-        for j in range(cols):
-            db_acc[j] += o[j]
+    if act == RELU:  # without a branch per element: its sign is random
+        _keep(g, s, o, n, False)
+    elif act == TANH:
+        for j in range(n):
+            o[j] = _grad(TANH, g[j], s[j])
+    elif act == SIGMOID:
+        for j in range(n):
+            o[j] = _grad(SIGMOID, g[j], s[j])
+    elif act == GELU:
+        for j in range(n):
+            o[j] = _grad(GELU, g[j], s[j])
+    else:
+        for j in range(n):
+            o[j] = _grad(GELU_TANH, g[j], s[j])

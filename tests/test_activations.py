@@ -329,3 +329,12 @@ def test_float32_activations_over_their_whole_range(name):
         want = f_ref(name, special.astype(float)).astype(np.float32)
     want[np.abs(want) < 2.0 ** -124] = 0  # exp's results under 2**-124 are 0 (documented)
     np.testing.assert_array_equal(fastlinear.linear_forward(special, W, activation=name), want)
+    ends = np.array([[np.nan], [88.8], [-88.8], [-100]], np.float32)  # f' of 0 or 1, exactly
+    saved = np.empty_like(ends)
+    y = fastlinear.linear_forward(ends, W, activation=name, z=saved)
+    g = fastlinear.linear_backward(ends, W, np.ones_like(ends), activation=name, bias=False,
+                                   need_dW=False, **({"z": saved} if name in NEEDS_Z else {"y": y}))
+    with np.errstate(all="ignore"):
+        want = df_ref(name, ends.astype(float)).astype(np.float32)
+    want[np.abs(want) < 2.0 ** -124] = 0
+    np.testing.assert_array_equal(g.dx, want)
