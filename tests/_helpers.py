@@ -39,6 +39,13 @@ def make(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
 
 
+def arrays(N=4, M_in=3, M_out=2, dtype=np.float64):
+    """x, W, b, dy of a small problem, the same on every call."""
+    rng = np.random.default_rng(0)
+    return (make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, M_out, dtype),
+            make(rng, (N, M_out), dtype))
+
+
 def zero_strides(a):
     """A read-only view of ``a`` with stride 0 on its size-1 axes: the values are
     the same, but BLAS must take a leading dimension from the other axis."""

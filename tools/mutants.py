@@ -33,8 +33,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The fast subset, in two orders: with -x a run stops at its first failure, so
 # the file most likely to kill a mutant comes first (the math for the kernels).
-API_FIRST = ("tests/test_api.py", "tests/test_math.py", "tests/test_properties.py")
-MATH_FIRST = ("tests/test_math.py", "tests/test_properties.py", "tests/test_api.py")
+API_FIRST = ("tests/test_errors.py", "tests/test_threads.py", "tests/test_linear.py",
+             "tests/test_math.py", "tests/test_properties.py")
+MATH_FIRST = ("tests/test_math.py", "tests/test_properties.py", "tests/test_errors.py",
+              "tests/test_threads.py", "tests/test_linear.py")
 # The tests of each source, where not API_FIRST.
 ACTIVATION_TESTS = ("tests/test_activations.py",)
 PLAN_TESTS = ("tests/test_plans.py",)
