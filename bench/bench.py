@@ -451,8 +451,10 @@ def report(prefix, out, info, rows, targets, plot=None):
                    "targets": [dict(zip(("what", "value", "bound", "holds"), t)) for t in targets]},
                   f, indent=1, default=str)
     png = plot(rows, os.path.join(out, f"{prefix}-{stamp}.png")) if plot else None
+    why = ("matplotlib is not installed" if pyplot() is None
+           else "no figures at the default thread count")
     print(f"\nwrote {json_path}" + (f" and {png}" if png else "" if plot is None
-                                     else " (no plot: matplotlib not installed)"))
+                                     else f" (no plot: {why})"))
 
 
 if __name__ == "__main__":
