@@ -227,9 +227,15 @@ class Planner:
 
     def _reset(self):
         self.plans = None  # key -> plan, from the file or measured here; None until read
+        self._identity = None  # identity(), once asked: it reads /proc/cpuinfo and the BLAS
         self.measured = 0
         self.seconds = 0.0
         _api.forget_plans()
+
+    def identity(self):
+        if self._identity is None:
+            self._identity = identity()
+        return self._identity
 
     def forget(self):
         """Choose every plan again (the backends to choose among have changed)."""
@@ -249,7 +255,7 @@ class Planner:
         """The plan file: the pinned one, else one per identity in the user's cache."""
         if self.file is not None:
             return self.file
-        digest = hashlib.sha256(json.dumps(identity(), sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
         return os.path.join(_cache_dir(), f"plans-{digest[:16]}.json")
 
     def choose(self, kind, dtype, N, M_in, M_out):
@@ -295,7 +301,7 @@ class Planner:
             data = json.loads(text)
             if not isinstance(data, dict) or data.get("format") != FORMAT:
                 raise ValueError("not a fastlinear plan file")
-            if data.get("identity") != identity():
+            if data.get("identity") != self.identity():
                 return self._distrust(path, "was made for another CPU, BLAS or fastlinear "
                                             f"version ({data.get('identity')})")
             plans = {}
@@ -330,7 +336,7 @@ class Planner:
     def _write(self):
         """Replace the plan file at once (a reader sees the old file or the new one)."""
         path = self.path()
-        data = {"format": FORMAT, "identity": identity(),
+        data = {"format": FORMAT, "identity": self.identity(),
                 "plans": {key: plan_to_json(plan) for key, plan in sorted(self.plans.items())}}
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".plans-")
         try:

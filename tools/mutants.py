@@ -152,7 +152,7 @@ MUTANTS = [
     _m("saved-overlap-unchecked", "_api.pyx", "_apart(a, lo, hi, name, saved, names, 5)", "0",
        tests=ACTIVATION_TESTS),
     # Plans (run against the planner's tests).
-    _m("plan-file-identity-unchecked", "_plans.py", 'if data.get("identity") != identity():',
+    _m("plan-file-identity-unchecked", "_plans.py", 'if data.get("identity") != self.identity():',
        "if False:", tests=PLAN_TESTS),
     _m("plan-file-key-unchecked", "_plans.py", "                _parse_key(key)\n", "",
        tests=PLAN_TESTS),
