@@ -15,6 +15,7 @@ measured), ``scipy`` or ``mkl``.
 """
 import ctypes
 import os
+import sys
 import threading
 import warnings
 
@@ -54,6 +55,8 @@ def _mkl_library():
 
 def _loaded_elsewhere(name):
     """Whether a library of this name is mapped into the process already."""
+    if sys.platform == "win32":
+        return bool(ctypes.windll.kernel32.GetModuleHandleW(name))
     try:
         with open("/proc/self/maps") as f:
             return any(name in line for line in f)
@@ -65,7 +68,7 @@ def load_mkl(path):
     """(addresses of dgemm_ and sgemm_, a description) of the libmkl_rt at
     ``path``, loaded as the module's docstring says; raises OSError saying why
     it cannot be used."""
-    if _loaded_elsewhere("libmkl_rt"):
+    if _loaded_elsewhere("mkl_rt.2.dll" if sys.platform == "win32" else "libmkl_rt"):
         # Its threading layer is then another library's setting to keep.
         raise OSError("libmkl_rt is loaded by another library of this process")
     lib = ctypes.CDLL(path)  # OSError if it is not a loadable library
