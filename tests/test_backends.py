@@ -145,3 +145,17 @@ def test_a_plan_for_a_backend_not_loaded_is_refused(rng):
     unused = 3  # a slot no backend registers
     with pytest.raises(ValueError, match="no such plan"):
         forward_planned(x, W, None, None, None, None, 1, make_plan(PATHS["tiled"], False, 2, unused))
+
+
+@needs_mkl
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_mkl_plans_in_a_forked_child(rng):
+    """A child forked after MKL plans ran computes with them too."""
+    import multiprocessing
+    x, W = make(rng, (300, 200), np.float64), make(rng, (200, 100), np.float64)
+    plan = make_plan(PATHS["tiled"], False, 2, MKL)
+    want = forward_planned(x, W, None, None, None, None, 2, plan)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply(forward_planned, (x, W, None, None, None, None, 2, plan))
+    np.testing.assert_array_equal(got, want)
