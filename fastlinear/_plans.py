@@ -128,7 +128,9 @@ def candidates(kind, N, M_in, M_out):
         paths.append(_parallel.PATHS["blocked"])
     small = any(_gemm.in_small_kernel_range(*mnk) for mnk in _products(kind, N, M_in, M_out))
     plans = [default]
-    for backend in backends.usable():
+    # A call without products (db alone) calls no BLAS: its backends are equals.
+    usable = backends.usable() if _products(kind, N, M_in, M_out) else [backends.default()]
+    for backend in usable:
         for path in paths:
             for small_kernels in (False, True) if small else (False,):
                 plan = _make_plan(kind, path, small_kernels, backend)

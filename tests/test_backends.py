@@ -159,3 +159,9 @@ def test_mkl_plans_in_a_forked_child(rng):
     with ctx.Pool(1) as pool:
         got = pool.apply(forward_planned, (x, W, None, None, None, None, 2, plan))
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_call_without_products_has_one_backend():
+    """db alone calls no BLAS: choosing its backend would measure noise."""
+    plans = _plans.candidates("b00", 4096, 1024, 1024)
+    assert {plan_fields(p)[3] for p in plans} == {_backends.backends.default()}
