@@ -93,7 +93,7 @@ def load_mkl(path):
     return dgemm, sgemm, f"{text.value.decode(errors='replace').strip()} ({path})"
 
 
-_keep = []
+_keep: list = []  # the loaded libraries, never unloaded
 
 
 def _check_gemm(gemm, real):
