@@ -22,6 +22,11 @@ from setuptools.command.build_ext import build_ext
 # The kernels, then the validating API: its checks read array headers at C level,
 # which is most of the time of a call on small arrays.
 MODULES = ["_blas", "_parallel", "_epilogue", "_gemm", "_colsum", "_forward", "_backward", "_api"]
+# The C code each module compiles from headers, so that a changed header rebuilds it
+# (setuptools compares only the sources otherwise).  Other modules include
+# _activations.h for its enum alone.
+HEADERS = {"_parallel": ["fastlinear/_pool.h"], "_backward": ["fastlinear/_transpose.h"],
+           "_epilogue": ["fastlinear/_activations.h", "fastlinear/_activation_loops.h"]}
 OPENMP_FLAGS = {"msvc": (["/openmp"], [])}
 
 
@@ -83,7 +88,7 @@ class BuildExt(build_ext):
 
 
 extensions = [
-    Extension(f"fastlinear.{name}", [f"fastlinear/{name}.pyx"],
+    Extension(f"fastlinear.{name}", [f"fastlinear/{name}.pyx"], depends=HEADERS.get(name, []),
               include_dirs=[np.get_include(), "fastlinear"],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")])
     for name in MODULES

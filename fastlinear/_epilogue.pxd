@@ -2,13 +2,14 @@
 # derivatives where a block of dy is read (backward).
 from cython cimport floating
 
-cdef enum:
-    NO_ACTIVATION = 0
-    RELU = 1
-    TANH = 2
-    SIGMOID = 3
-    GELU = 4       # x Phi(x), with erf
-    GELU_TANH = 5  # PyTorch's approximate="tanh"
+cdef extern from "_activations.h":
+    enum:
+        NO_ACTIVATION "FL_NO_ACTIVATION"
+        RELU "FL_RELU"
+        TANH "FL_TANH"
+        SIGMOID "FL_SIGMOID"
+        GELU "FL_GELU"            # x Phi(x), with erf
+        GELU_TANH "FL_GELU_TANH"  # PyTorch's approximate="tanh"
 
 cdef void activate(int act, floating* y, Py_ssize_t ldy, Py_ssize_t rows, Py_ssize_t cols,
                    floating* z, Py_ssize_t ldz) noexcept nogil

@@ -1,4 +1,9 @@
 """Fused activations against a float64 NumPy reference, finite differences and PyTorch."""
+import os
+import platform
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 from _helpers import DTYPES, assert_close, make
@@ -7,6 +12,8 @@ from scipy.special import erf
 import fastlinear
 from fastlinear import _plans
 from fastlinear._api import backward_planned, forward_planned
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ACTIVATIONS = ["relu", "tanh", "sigmoid", "gelu", "gelu_tanh"]
 NEEDS_Z = {"gelu", "gelu_tanh"}
@@ -338,3 +345,20 @@ def test_float32_activations_over_their_whole_range(name):
         want = df_ref(name, ends.astype(float)).astype(np.float32)
     want[np.abs(want) < 2.0 ** -124] = 0
     np.testing.assert_array_equal(g.dx, want)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or shutil.which("cc") is None
+                    or not os.path.exists(os.path.join(REPO, "tools", "activation_clones.c")),
+                    reason="needs a C compiler on x86-64 and the source tree")
+def test_avx2_and_baseline_loops_give_the_same_bits(tmp_path):
+    """The loader picks the AVX2 or the baseline build of the activation loops by CPU;
+    both must compute every activation, in both types, to the same bits."""
+    outputs = []
+    for name, clones in [("base", ""), ("avx2", '__attribute__((target("avx2")))')]:
+        exe = str(tmp_path / name)
+        subprocess.run(["cc", "-O3", "-fno-trapping-math", f"-DFL_CLONES={clones}",
+                        "-I", os.path.join(REPO, "fastlinear"),
+                        os.path.join(REPO, "tools", "activation_clones.c"), "-lm", "-o", exe],
+                       check=True)
+        outputs.append(subprocess.run([exe], check=True, capture_output=True).stdout)
+    assert len(outputs[0]) > 10 ** 6 and outputs[0] == outputs[1]

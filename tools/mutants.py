@@ -54,6 +54,10 @@ class Mutant:
     equivalent: str = ""  # why no test can observe the change, for a mutant expected to survive
     tests: tuple = ()  # the test files to run, where not those of its source (TESTS_OF)
 
+    def compiled(self):
+        """Whether the mutated file is compiled into an extension (a rebuild is needed)."""
+        return self.file.endswith((".pyx", ".h"))
+
     def test_files(self):
         return self.tests or TESTS_OF.get(self.file, API_FIRST)
 
@@ -118,29 +122,27 @@ MUTANTS = [
     _m("dx-W-not-transposed", "_backward.pyx", "ops.tWT, ops.ldWT = other_trans(tW), ldW",
        "ops.tWT, ops.ldWT = tW, ldW"),
     # Activations (each run against the activation tests).
-    _m("relu-forward-skipped", "_epilogue.pyx", "        _keep(r, r, r, n, True)",
-       "        pass", tests=ACTIVATION_TESTS),
-    _m("relu-grad-at-zero", "_epilogue.pyx", "_keep(g, s, o, n, False)",
-       "_keep(g, s, o, n, True)", tests=ACTIVATION_TESTS),
-    _m("relu-grad-at-zero-strided", "_epilogue.pyx", "return 0 if s <= 0 else g",
-       "return 0 if s < 0 else g", tests=ACTIVATION_TESTS),
-    _m("tanh-grad-sign", "_epilogue.pyx", "return one - s * s", "return one + s * s",
+    _m("relu-forward-skipped", "_activation_loops.h", "FL_NAME(fl_keep)(r, r, r, n, 1);", "(void)0;",
        tests=ACTIVATION_TESTS),
-    _m("sigmoid-grad-sign", "_epilogue.pyx", "return s * (one - s)", "return s * (one + s)",
+    _m("relu-grad-at-zero", "_activation_loops.h", "FL_NAME(fl_keep)(g, s, o, n, 0);",
+       "FL_NAME(fl_keep)(g, s, o, n, 1);", tests=ACTIVATION_TESTS),
+    _m("relu-grad-at-zero-strided", "_activation_loops.h", "return s <= 0 ? 0 : g;", "return s < 0 ? 0 : g;",
        tests=ACTIVATION_TESTS),
-    _m("gelu-grad-pdf-dropped", "_epilogue.pyx",
-       "+ s * _exp(-half * s * s) * <floating>INV_SQRT_2PI)",
-       "+ s * _exp(-half * s * s) * <floating>0)", tests=ACTIVATION_TESTS),
-    _m("expf-taylor-term", "_epilogue.pyx", "p = p * r + <float>(1.0 / 120)",
-       "p = p * r + <float>(1.0 / 100)", tests=ACTIVATION_TESTS),
-    _m("expf-underflow-not-zero", "_epilogue.pyx", "result = 0 if x < lo else result",
-       "result = result", tests=ACTIVATION_TESTS),
-    _m("erff-numerator-term", "_epilogue.pyx", "p = p * x2 - <float>7.34990630326855e-04",
-       "p = p * x2 - <float>7.3e-04", tests=ACTIVATION_TESTS),
-    _m("erff-not-clamped", "_epilogue.pyx", "x = bound if x > bound else x", "x = x",
+    _m("tanh-grad-sign", "_activation_loops.h", "return one - s * s;", "return one + s * s;",
        tests=ACTIVATION_TESTS),
-    _m("gelu-tanh-cubic", "_epilogue.pyx", "(z + <floating>KAPPA * z * z * z)",
-       "(z + <floating>KAPPA * z * z)", tests=ACTIVATION_TESTS),
+    _m("sigmoid-grad-sign", "_activation_loops.h", "return s * (one - s);", "return s * (one + s);",
+       tests=ACTIVATION_TESTS),
+    _m("gelu-grad-pdf-dropped", "_activation_loops.h", "* (FL_T)FL_INV_SQRT_2PI)", "* (FL_T)0)",
+       tests=ACTIVATION_TESTS),
+    _m("expf-taylor-term", "_activations.h", "p = p * r + 1.0f / 120;", "p = p * r + 1.0f / 100;",
+       tests=ACTIVATION_TESTS),
+    _m("expf-underflow-not-zero", "_activations.h", "result = x < lo ? 0.0f : result;", "result = result;",
+       tests=ACTIVATION_TESTS),
+    _m("erff-numerator-term", "_activations.h", "p = p * x2 - 7.34990630326855e-04f;",
+       "p = p * x2 - 7.3e-04f;", tests=ACTIVATION_TESTS),
+    _m("erff-not-clamped", "_activations.h", "x = x > 4.0f ? 4.0f : x;", "x = x;", tests=ACTIVATION_TESTS),
+    _m("gelu-tanh-cubic", "_activation_loops.h", "(z + (FL_T)FL_KAPPA * z * z * z)",
+       "(z + (FL_T)FL_KAPPA * z * z)", tests=ACTIVATION_TESTS),
     _m("split-k-activation-skipped", "_gemm.pyx",
        "if prod.act or prod.aux != NULL:  # the row is complete", "if False:",
        tests=ACTIVATION_TESTS),
@@ -280,7 +282,7 @@ def run_mutant(m, timeout, stale):
     try:
         with open(path, "wb") as f:
             f.write(original.replace(m.pattern.encode(), m.replacement.encode(), 1))
-        if stale or m.file.endswith(".pyx"):
+        if stale or m.compiled():
             try:
                 build()
             except BuildError as e:
@@ -331,7 +333,7 @@ def main(argv=None):
         # Grouped by file: consecutive mutants of one module rebuild it once each.
         for m in sorted(mutants, key=lambda m: m.file):
             t0 = time.monotonic()
-            stale = bool(rows) and rows[-1][0].file.endswith(".pyx")
+            stale = bool(rows) and rows[-1][0].compiled()
             result, by = run_mutant(m, args.timeout, stale)
             if result == "survived" and m.equivalent:
                 by = "equivalent: " + m.equivalent
