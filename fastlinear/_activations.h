@@ -20,7 +20,8 @@
 #include <string.h>
 
 #ifndef FL_CLONES /* (defined beforehand to compile one variant alone) */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* GCC's clones need the dynamic loader's ifunc: glibc's, not musl's. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
 #define FL_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define FL_CLONES
