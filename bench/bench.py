@@ -172,6 +172,26 @@ def calls_per_turn(seconds):
     return 1 if seconds > 0.05 else int(min(1000, max(5, 0.02 / seconds)))
 
 
+def calls_per_peer(fns):
+    """{name: timed calls per turn} for each peer, from one call timed after a warm-up call."""
+    calls = {}
+    for name, fn in fns.items():
+        fn()
+        t = time.perf_counter()
+        fn()
+        calls[name] = calls_per_turn(max(time.perf_counter() - t, 1e-7))
+    return calls
+
+
+def available(module):
+    """Whether ``module`` can be imported (an optional peer)."""
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
 def interleaved(fns, rounds, seconds, calls, settle, library=None):
     """{name: [median seconds per call in each round]}, the names taking turns.
 
@@ -392,13 +412,7 @@ def main(argv=None):
     budget, max_rounds = (1.0, 3) if args.quick else (args.budget, args.rounds)
     if args.quick and args.threads == "default,1":
         threads = [None]
-    with_torch = False
-    if not args.no_torch:
-        try:
-            import torch  # noqa: F401
-            with_torch = True
-        except ImportError:
-            pass
+    with_torch = not args.no_torch and available("torch")
 
     bw1, bw2 = read_bandwidth(1), read_bandwidth(2)
     info = {

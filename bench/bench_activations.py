@@ -15,13 +15,12 @@ Results go to bench/results/act-<time>.json.
 """
 import argparse
 import statistics
-import time
 
 import numpy as np
 from threadpoolctl import threadpool_info
 
 import fastlinear
-from bench import RESULTS, calls_per_turn, cpu_name, interleaved, report
+from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, report
 
 DEFAULT_CASES = [((100000, 64, 16), "relu"), ((64, 784, 256), "relu"),
                  ((64, 784, 256), "gelu"), ((100000, 64, 16), "gelu"),
@@ -98,12 +97,7 @@ class Case:
 
 def run_case(shape, dtype, activation, with_torch, budget, settle):
     case = Case(shape, dtype, activation, with_torch)
-    calls = {}
-    for name, fn in case.peers.items():
-        fn()
-        t = time.perf_counter()
-        fn()
-        calls[name] = calls_per_turn(max(time.perf_counter() - t, 1e-7))
+    calls = calls_per_peer(case.peers)
     library = {name: "torch" if name == "torch" else "numpy" if name == "numpy" else "fastlinear"
                for name in case.peers}
     times = interleaved(case.peers, (3, 500), budget, calls, settle, library)
@@ -124,11 +118,7 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
-    try:
-        import torch  # noqa: F401
-        with_torch = not args.no_torch
-    except ImportError:
-        with_torch = False
+    with_torch = not args.no_torch and available("torch")
     print(f"fastlinear {fastlinear.__version__} on {cpu_name()}, "
           f"{fastlinear.get_num_threads()} threads")
     names = ["fused", "plain", "unfused", "numpy", "torch"]

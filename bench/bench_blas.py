@@ -15,13 +15,12 @@ bench/results/blas-<time>.json.
 """
 import argparse
 import statistics
-import time
 
 import numpy as np
 from threadpoolctl import threadpool_info
 
 import fastlinear
-from bench import RESULTS, calls_per_turn, cpu_name, interleaved, report
+from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, report
 from fastlinear import _api, _backends, _plans
 
 SHAPES = [(64, 784, 256), (256, 1024, 1024), (4096, 1024, 1024)]
@@ -68,12 +67,7 @@ def run_case(shape, dtype, blases, with_torch, budget, settle):
             layer.zero_grad(set_to_none=True)
             layer(tx).backward(tdy)
         peers["torch"] = torch_step
-    calls = {}
-    for name, fn in peers.items():
-        fn()
-        t = time.perf_counter()
-        fn()
-        calls[name] = calls_per_turn(max(time.perf_counter() - t, 1e-7))
+    calls = calls_per_peer(peers)
     library = {name: "torch" if name == "torch" else "fastlinear" for name in peers}
     times = interleaved(peers, (3, 500), budget, calls, settle, library)
     row = {"shape": list(shape), "dtype": dtype, "rounds": len(times["auto"]),
@@ -93,11 +87,7 @@ def main(argv=None):
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
-    try:
-        import torch  # noqa: F401
-        with_torch = not args.no_torch
-    except ImportError:
-        with_torch = False
+    with_torch = not args.no_torch and available("torch")
     found = _backends.backends.found()
     print(f"fastlinear {fastlinear.__version__} on {cpu_name()}, "
           f"{fastlinear.get_num_threads()} threads; backends: {found}")

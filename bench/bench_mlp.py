@@ -22,14 +22,13 @@ import datetime
 import os
 import platform
 import statistics
-import time
 import warnings
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastlinear
-from bench import RESULTS, calls_per_turn, cpu_name, interleaved, pyplot, report
+from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, pyplot, report
 
 # (layer sizes, batch)
 DEFAULT_CONFIGS = [((784, 256, 128, 10), 32), ((784, 256, 128, 10), 64),
@@ -173,14 +172,6 @@ def sklearn_step(sizes, batch, dtype):
     return step
 
 
-def available(module):
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
 def run_config(sizes, batch, dtype, threads, peers, budget, max_rounds, settle):
     fns = {"fastlinear": FastlinearMLP(sizes, batch, dtype, threads).step,
            "numpy": NumpyMLP(sizes, batch, dtype, threads).step}
@@ -195,12 +186,7 @@ def run_config(sizes, batch, dtype, threads, peers, budget, max_rounds, settle):
         torch.set_num_threads(threads)
     try:
         with threadpool_limits(limits=threads):
-            calls = {}
-            for name, fn in fns.items():
-                fn()
-                t = time.perf_counter()
-                fn()
-                calls[name] = calls_per_turn(max(time.perf_counter() - t, 1e-7))
+            calls = calls_per_peer(fns)
             # Every peer is its own library: a turn after another peer's starts
             # once that peer's thread pool has stopped spinning.
             times = interleaved(fns, (3, max_rounds), budget, calls, settle,
