@@ -150,9 +150,9 @@ class Backends:
     def usable(self):
         """Slots the planner may choose among: the chosen backend, or every one found."""
         found = self.found()
-        if self.choice != "auto" and self.choice in found:
+        if self.choice in found:  # "scipy", or "mkl" where it loaded
             return [SLOTS[self.choice]]
-        return [SLOTS[name] for name in (("scipy",) if self.choice == "scipy" else found)]
+        return [SLOTS[name] for name in found]
 
     def default(self):
         """The slot of built-in plans: SciPy's, unless another backend is chosen."""
