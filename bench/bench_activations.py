@@ -3,7 +3,8 @@
 One step is the forward y = f(x W + b) and the backward dx, dW, db given dy.
 Peers, interleaved round by round in one process:
 
-* fused    - linear_forward(activation=f) + linear_backward(activation=f)
+* fused    - linear_forward(activation=f) + linear_backward(activation=f), dz
+             into a preallocated buffer as the unfused peer's
 * unfused  - fastlinear's plain layer with f and its derivative in NumPy
              (for relu: the mask z > 0, y = z * mask, dz = dy * mask)
 * plain    - fastlinear's layer without an activation (what fusing must not add to)
@@ -57,7 +58,7 @@ class Case:
         fastlinear.linear_forward(self.x, self.W, self.b, activation=act, out=self.y, z=z)
         fastlinear.linear_backward(self.x, self.W, self.dy, activation=act,
                                    **({"z": z} if z is not None else {"y": self.y}),
-                                   dx=self.dx, dW=self.dW, db=self.db)
+                                   dx=self.dx, dW=self.dW, db=self.db, dz=self.dz)
 
     def plain(self):
         fastlinear.linear_forward(self.x, self.W, self.b, out=self.y)
@@ -110,8 +111,20 @@ def run_case(shape, dtype, activation, with_torch, budget, settle):
     return row
 
 
+def parse_cases(text):
+    """"4096,1024,1024:relu;64,784,256:gelu" -> [((4096, 1024, 1024), "relu"), ...]"""
+    cases = []
+    for part in text.replace(" ", "").split(";"):
+        if part:
+            shape, _, activation = part.partition(":")
+            cases.append((tuple(int(v) for v in shape.split(",")), activation or "relu"))
+    return cases
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=parse_cases, default=DEFAULT_CASES,
+                        help='e.g. "4096,1024,1024:relu;64,784,256:gelu" (N,M_in,M_out:activation)')
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--budget", type=float, default=8.0, help="seconds per case")
     parser.add_argument("--settle", type=float, default=0.12)
@@ -125,7 +138,7 @@ def main(argv=None):
     print(f"{'N, M_in, M_out':>20} {'dtype':8}{'act':>6}" + "".join(f"{n + ' ms':>12}" for n in names)
           + "".join(f"{'/' + n:>9}" for n in names[1:]), flush=True)
     rows = []
-    for shape, activation in DEFAULT_CASES:
+    for shape, activation in args.cases:
         for dtype in args.dtypes.split(","):
             row = run_case(shape, dtype, activation, with_torch, args.budget, args.settle)
             rows.append(row)

@@ -39,6 +39,7 @@ def linear_backward(
     dx: Optional[_Float] = None,
     dW: Optional[_Float] = None,
     db: Optional[_Float] = None,
+    dz: Optional[_Float] = None,
     accumulate: bool = False,
     num_threads: Optional[int] = None,
 ) -> Grads: ...
@@ -53,8 +54,8 @@ def forward_planned(
 ) -> _Float: ...
 def backward_planned(
     x: Any, W: Any, dy: Any, activation: Any, y: Any, z: Any, overwrite_dy: Any, bias: Any,
-    need_dx: Any, need_dW: Any, dx: Any, dW: Any, db: Any, accumulate: Any, num_threads: Any,
-    plan: int,
+    need_dx: Any, need_dW: Any, dx: Any, dW: Any, db: Any, dz: Any, accumulate: Any,
+    num_threads: Any, plan: int,
 ) -> Grads: ...
 def _float_array(a: Any, name: str) -> _Float: ...
 

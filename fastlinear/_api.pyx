@@ -523,7 +523,7 @@ cpdef forward_planned(x, W, b, activation, out, z, num_threads, int plan):
 
 def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=False,
                     bias=True, need_dx=True, need_dW=True, dx=None, dW=None, db=None,
-                    accumulate=False, num_threads=None):
+                    dz=None, accumulate=False, num_threads=None):
     """Gradients of y = f(x @ W + b) given dy = dL/dy.
 
     With dz = dy * f'(x @ W + b) (dz = dy without an activation): dx = dz @ W.T,
@@ -548,6 +548,10 @@ def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=F
         Allow dz to be written into dy, saving a scratch array the size of dy
         (as SciPy's ``overwrite_a``; dy is left unchanged where it cannot be
         written in place).  Without an activation dy is never written.
+    dz : ndarray of the shape and dtype of dy, optional
+        With an activation: written with dz = dy * f'(.), which the products
+        then read, so that a loop that keeps dy needs no scratch either.  Not
+        with ``overwrite_dy=True``.
     bias : bool
         Whether the layer has a bias; if False ``db`` is None.
     need_dx, need_dW : bool
@@ -580,11 +584,11 @@ def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=F
     (True, True, 24.0)
     """
     return backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, need_dW,
-                            dx, dW, db, accumulate, num_threads, -1)
+                            dx, dW, db, dz, accumulate, num_threads, -1)
 
 
 cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, need_dW,
-                       dx, dW, db, accumulate, num_threads, int plan):
+                       dx, dW, db, dz, accumulate, num_threads, int plan):
     """linear_backward with a given plan (see fastlinear._plans), or the planner's if -1."""
     cdef int act = activation_code(activation)
     cdef bint gelu = act == GELU or act == GELU_TANH
@@ -626,6 +630,8 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
         _check_grad(dW, "dW", want_dW, W, M_out, typenum, names, x, W, dy, dx, None, saved)
     if db is not None:
         _check_grad(db, "db", want_db, None, M_out, typenum, names, x, W, dy, dx, dW, saved)
+    if dz is not None:
+        _check_dz(dz, act, overwrite_dy, typenum, names, x, W, dy, dx, dW, db, saved)
     cdef Py_ssize_t N = _rows_of(x)
     if plan < 0:
         plan = _plan_for(4 | want_dx << 1 | want_dW, typenum, N, M_in, M_out)
@@ -647,14 +653,26 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
     tdx = _target(dx, N, M_in, typenum, add, &copy_dx) if want_dx else None
     tdW = _target(dW, M_in, M_out, typenum, add, &copy_dW) if want_dW else None
     tdb = _target(db, M_out, -1, typenum, add, &copy_db) if want_db else None
+    cdef bint copy_dz = False
+    cdef char tdy
+    cdef Py_ssize_t lddy
+    tdz = None
+    if dz is not None:  # laid out as BLAS reads dy (see _backward)
+        layout(dy2, &tdy, &lddy)
+        if tdy == b'N':
+            tdz = _target(dz, N, M_out, typenum, False, &copy_dz)
+        else:
+            tdz = _target(dz.T, M_out, N, typenum, False, &copy_dz).T
     cdef bint hold = _holds_blas(plan, N, M_in, M_out)
     _hold_blas(hold)
     try:
         backward(x2, W, dy2, tdx, tdW, tdb,
                  add and dx is not None, add and dW is not None, add and db is not None,
-                 act, saved, overwrite, plan, threads)
+                 act, saved, overwrite, tdz, plan, threads)
     finally:
         _release_blas(hold)
+    if copy_dz:
+        np.copyto(dz, tdz.reshape(dz.shape))  # dz is 2-D wherever dy2 is read transposed
     cdef tuple args = ((_result(tdx, dx, copy_dx, x, flat), _result(tdW, dW, copy_dW, None, True),
                         _result(tdb, db, copy_db, None, True)),)
     # What Grads(...) returns, without the call through its Python-level __new__.
@@ -667,6 +685,23 @@ cdef int _check_grad(buf, str name, bint need, like, Py_ssize_t last, int typenu
     if not need:
         raise ValueError(f"a {name} buffer was given but {name} is not computed")
     return _check_out(buf, name, like, last, typenum, names, a0, a1, a2, a3, a4, a5)
+
+
+cdef int _check_dz(dz, int act, overwrite_dy, int typenum, tuple names, x, W, dy, dx, dW,
+                   db, saved) except -1:
+    """A dz buffer: only with an activation and without overwrite_dy, the shape
+    and dtype of dy, sharing memory with no other array of the call."""
+    if not act:
+        raise ValueError("a dz buffer was given but there is no activation: dz would be dy")
+    if overwrite_dy:
+        raise ValueError("dz is written into dy with overwrite_dy=True; give dz or "
+                         "overwrite_dy=True, not both")
+    _check_out(dz, "dz", dy, cnp.PyArray_DIM(<cnp.ndarray>W, 1), typenum, names,
+               x, W, dy, dx, dW, saved)
+    cdef char* lo
+    cdef char* hi
+    extent(dz, &lo, &hi)
+    return _apart(dz, lo, hi, "dz", db, ("db",), 0)
 
 
 cdef int _apart_all(cnp.ndarray a, str name, tuple names, x, W, saved) except -1:

@@ -16,7 +16,8 @@ Two strategies, chosen from the shape alone by the caller:
 With an activation, y = f(z), the products read dz = dy * f'(.) instead of
 dy: the row-block path computes each block of dz, and its partial db, while
 the block is in cache, the tiled path in one parallel pass before the
-products.  dz is written into dy where the caller allows it, else scratch.
+products.  dz is written into the caller's dz array if given, else into dy
+where the caller allows it, else into scratch.
 
 Transposes are BLAS transpose flags, except one: below the TILED size, dx
 reads a copy of W^T, which BLAS's small-matrix kernels multiply faster.
@@ -56,10 +57,13 @@ cdef struct Operands:
     char tdy, tx, tWT
     Py_ssize_t lddy, ldx, ldWT
     Py_ssize_t N, M_in, M_out
-    # With an activation: the saved y or z (C-contiguous), and dz's layout;
-    # dz is dy itself when overwrite_dy, else C-contiguous scratch.
+    # With an activation: the saved y or z (C-contiguous), and where dz goes:
+    # dy itself when overwrite_dy, else the caller's dz if not NULL, else
+    # scratch; both laid out as dy is, so that BLAS reads dz as it would dy
+    # and computes the same bits wherever dz is.
     int act
     const void* saved
+    void* dz
     bint overwrite_dy
     bint is_double
     int backend  # the BLAS of the row-block path's products
@@ -114,9 +118,13 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
         if ops.act:
             if ops.overwrite_dy:
                 dz, t0, t1 = <floating*>dy + i * s0, s0, s1
-            else:  # scratch laid out as dy is, so that BLAS reads it as it would dy
-                dz = dz_work + c * rows * M_out
-                ldg = M_out if ops.tdy == b'N' else n
+            else:
+                if ops.dz != NULL:
+                    dz = <floating*>ops.dz + (i * M_out if ops.tdy == b'N' else i)
+                    ldg = M_out if ops.tdy == b'N' else ops.N
+                else:
+                    dz = dz_work + c * rows * M_out
+                    ldg = M_out if ops.tdy == b'N' else n
                 t0 = ldg if ops.tdy == b'N' else 1
                 t1 = 1 if ops.tdy == b'N' else ldg
                 g = dz
@@ -193,7 +201,9 @@ cdef void _separate(const Operands* ops, const floating* x, const floating* WT, 
     if ops.act and ops.overwrite_dy:
         column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], db_work, num_threads,
                     ops.act, <const floating*>ops.saved, <floating*>dy, s0, s1)
-    elif ops.act:  # scratch laid out as dy is, so that BLAS reads it as it would dy
+    elif ops.act:  # the caller's dz or scratch
+        if ops.dz != NULL:
+            dz_work = <floating*>ops.dz
         ldg = ops.M_out if ops.tdy == b'N' else ops.N
         column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], db_work, num_threads,
                     ops.act, <const floating*>ops.saved, dz_work, ldg if ops.tdy == b'N' else 1,
@@ -218,7 +228,7 @@ cdef void _separate(const Operands* ops, const floating* x, const floating* WT, 
 
 cpdef backward(object x, object W, object dy, object dx, object dW, object db,
                bint add_dx, bint add_dW, bint add_db, int act, object saved, bint overwrite_dy,
-               int plan, int num_threads):
+               object dz, int plan, int num_threads):
     """Write the requested gradients, or add them where add_dx, add_dW, add_db say so.
 
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
@@ -227,7 +237,9 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     for the fused row-block kernel, else one tiled product per gradient.
     With an activation ``act``, ``saved`` is the forward's y (relu, tanh,
     sigmoid) or z (the gelus), C-contiguous like dy, and dz = dy * f'(.) is
-    written into dy if ``overwrite_dy`` (dy must then be writeable).
+    written into dy if ``overwrite_dy`` (dy must then be writeable), else into
+    ``dz`` if not None: C-contiguous where BLAS reads dy as row-major, else
+    Fortran-contiguous.
     """
     cdef Operands ops
     cdef bint add[3]
@@ -252,10 +264,14 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
             or not (db is None or c_array(db, typenum, ops.M_out, -1, True))
             or not 0 <= act <= GELU_TANH
             or (act and not c_array(saved, typenum, ops.N, ops.M_out, False))
-            or (act and overwrite_dy and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>dy))):
+            or (act and overwrite_dy and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>dy))
+            or not (dz is None or (act and not overwrite_dy and (
+                c_array(dz, typenum, ops.N, ops.M_out, True) if ops.tdy == b'N'
+                else c_array(dz.T, typenum, ops.M_out, ops.N, True))))):
         raise ValueError("backward: x, W, dy, dx, dW, db and the saved activation must agree "
                          "in dtype and shape")
     ops.act, ops.saved, ops.overwrite_dy = act, data(saved) if act else NULL, overwrite_dy
+    ops.dz = data(dz)
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
     ops.is_double = is_double
     cdef TaskSetting setting = setting_of(plan)
@@ -293,7 +309,8 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
         chunks = fused_chunks(ops.N, ops.M_in, ops.M_out, rows)
         work = scratch(chunks * ops.M_in * ops.M_out if dW is not None else 0, typenum)
         db_work = scratch(chunks * ops.M_out if db is not None else 0, cnp.NPY_DOUBLE)
-        dz_work = scratch(chunks * rows * ops.M_out if act and not overwrite_dy else 0, typenum)
+        dz_work = scratch(chunks * rows * ops.M_out if act and not overwrite_dy and dz is None
+                          else 0, typenum)
         wp, dbw, dzp = data(work), <double*>data(db_work), data(dz_work)
     else:
         if dx is not None:
@@ -306,7 +323,8 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
         if size > SMALL_DB_WORK:  # small calls allocate nothing for db
             db_work = scratch(size, cnp.NPY_DOUBLE)
             dbw = <double*>data(db_work)
-        dz_work = scratch(ops.N * ops.M_out if act and not overwrite_dy else 0, typenum)
+        dz_work = scratch(ops.N * ops.M_out if act and not overwrite_dy and dz is None else 0,
+                          typenum)
         dzp = data(dz_work)
     # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
     # the GIL over and back costs.

@@ -20,38 +20,41 @@ cdef enum:
     MIN_ROWS = 256
 
 
-cdef void colsum_add(const floating* a, Py_ssize_t s0, Py_ssize_t s1,
-                     Py_ssize_t rows, Py_ssize_t cols, double* acc) noexcept nogil:
-    """acc[j] += sum_i a[i, j] over the rows, element strides s0, s1.
-
-    Rows are taken four at a time, (r0 + r1) + (r2 + r3) added onto acc: a
-    fixed order, and a quarter of the loads and stores of acc that one row at
-    a time costs, which is what bounds the speed of a wide sum.
-    """
+cdef inline void _add_rows(const floating* a, Py_ssize_t s0, Py_ssize_t s1,
+                           Py_ssize_t rows, Py_ssize_t cols, double* acc) noexcept nogil:
     cdef Py_ssize_t i = 0, j
     cdef const floating *r0
     cdef const floating *r1
     cdef const floating *r2
     cdef const floating *r3
-    if s1 != 1:
-        for i in range(rows):
-            r0 = a + i * s0
-            for j in range(cols):
-                acc[j] += r0[j * s1]
-        return
     while i + 4 <= rows:
         r0 = a + i * s0
         r1 = r0 + s0
         r2 = r1 + s0
         r3 = r2 + s0
         for j in range(cols):
-            acc[j] += (<double>r0[j] + <double>r1[j]) + (<double>r2[j] + <double>r3[j])
+            acc[j] += (<double>r0[j * s1] + <double>r1[j * s1]) + (<double>r2[j * s1] + <double>r3[j * s1])
         i += 4
     while i < rows:
         r0 = a + i * s0
         for j in range(cols):
-            acc[j] += r0[j]
+            acc[j] += r0[j * s1]
         i += 1
+
+
+cdef void colsum_add(const floating* a, Py_ssize_t s0, Py_ssize_t s1,
+                     Py_ssize_t rows, Py_ssize_t cols, double* acc) noexcept nogil:
+    """acc[j] += sum_i a[i, j] over the rows, element strides s0, s1.
+
+    Rows are taken four at a time, (r0 + r1) + (r2 + r3) added onto acc: a
+    fixed order whatever the layout, and a quarter of the loads and stores of
+    acc that one row at a time costs, which is what bounds the speed of a
+    wide sum.  The contiguous case is its own call so that it vectorises.
+    """
+    if s1 == 1:
+        _add_rows(a, s0, 1, rows, cols, acc)
+    else:
+        _add_rows(a, s0, s1, rows, cols, acc)
 
 
 cdef inline Py_ssize_t _chunks(Py_ssize_t N, Py_ssize_t M_out) noexcept nogil:

@@ -187,7 +187,7 @@ def _problem(kind, dtype, N, M_in, M_out):
     db = np.empty(M_out, dtype)
     return lambda plan, threads: _api.backward_planned(
         x, W, dy, None, None, None, False, True, dx is not None, dW is not None, dx, dW, db,
-        False, threads, plan)
+        None, False, threads, plan)
 
 
 def measure(kind, dtype, N, M_in, M_out, plans):

@@ -89,7 +89,8 @@ def run(name, x, W, b, dy, plan=-1, num_threads=None, **kw):
     y = forward_planned(x, W, b, name, None, z, num_threads, plan)
     saved = {"z": z} if name in NEEDS_Z else {"y": y}
     g = backward_planned(x, W, dy, name, saved.get("y"), saved.get("z"), kw.get("overwrite_dy", False),
-                         b is not None, True, True, None, None, None, False, num_threads, plan)
+                         b is not None, True, True, None, None, None, kw.get("dz"), False,
+                         num_threads, plan)
     return y, g.dx, g.dW, g.db
 
 
@@ -111,6 +112,12 @@ def test_every_plan_matches_the_reference(rng, shape, bias, dtype, name):
         for xs, Ws, dys in [(x, W, dy), (np.asfortranarray(x), np.asfortranarray(W), np.asfortranarray(dy))]:
             got = run(name, xs, Ws, b, dys, plan, 2)
             check(name, dtype, got, want, M_in, M_out, N, x, W, dy)
+            dz = np.full((N, M_out), np.nan, dtype)
+            for a, c in zip(run(name, xs, Ws, b, dys, plan, 2, dz=dz), got):
+                if c is not None:
+                    np.testing.assert_array_equal(a, c)
+            assert_close(dz, dy.astype(float) * df_ref(name, z), dtype, M_in + 8,
+                         scale=np.maximum(np.abs(dy.astype(float)), 1))
             for t in (1, 3):
                 for a, c in zip(run(name, xs, Ws, b, dys, plan, t), got):
                     if c is not None:
@@ -233,6 +240,50 @@ def test_overwrite_dy(rng, shape, name):
         ro.flags.writeable = False
         for a, c in zip(run(name, x, W, b, ro, overwrite_dy=True), got):
             np.testing.assert_array_equal(a, c)  # read-only dy: scratch instead
+
+
+@pytest.mark.parametrize("dy_order", ["C", "F"])
+@pytest.mark.parametrize("order", ["C", "F", "strided"])
+def test_dz_buffer(rng, order, dy_order):
+    """dz= receives dy * f'(.), in any layout, dy is left as it was, and the gradients
+    are the bits of a call without it."""
+    x, W, b, dy, z = problem(rng, (300, 40, 24), np.float64, True)
+    dy = np.array(dy, order=dy_order)
+    kept = dy.copy()
+    for plan in sorted(set(_plans.candidates("f", 300, 40, 24) + _plans.candidates("b11", 300, 40, 24))):
+        got = run("gelu", x, W, b, dy, plan)
+        dz = np.full((300, 48), np.nan)[:, ::2] if order == "strided" else np.full_like(dy, np.nan, order=order)
+        for a, c in zip(run("gelu", x, W, b, dy, plan, dz=dz), got):
+            np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(dy, kept)
+        assert_close(dz, dy * df_ref("gelu", z), np.float64, 48)
+
+
+def test_dz_buffer_errors(rng):
+    x, W, dy = make(rng, (6, 4), np.float64), make(rng, (4, 3), np.float64), make(rng, (6, 3), np.float64)
+    y = fastlinear.linear_forward(x, W, activation="relu")
+    db = np.empty(3)
+    with pytest.raises(ValueError, match="no activation"):
+        fastlinear.linear_backward(x, W, dy, dz=np.empty_like(dy))
+    with pytest.raises(ValueError, match="not both"):
+        fastlinear.linear_backward(x, W, dy, activation="relu", y=y, overwrite_dy=True,
+                                   dz=np.empty_like(dy))
+    with pytest.raises(ValueError, match=r"dz must have shape \(6, 3\)"):
+        fastlinear.linear_backward(x, W, dy, activation="relu", y=y, dz=np.empty((6, 4)))
+    with pytest.raises(ValueError, match="dz must have dtype float64"):
+        fastlinear.linear_backward(x, W, dy, activation="relu", y=y, dz=np.empty((6, 3), np.float32))
+    with pytest.raises(TypeError, match="dz must be a NumPy array"):
+        fastlinear.linear_backward(x, W, dy, activation="relu", y=y, dz=[[0.0] * 3] * 6)
+    for shared, name in ((dy, "dy"), (y, "y")):
+        with pytest.raises(ValueError, match=f"dz overlaps {name}"):
+            fastlinear.linear_backward(x, W, dy, activation="relu", y=y, dz=shared)
+    both = np.empty(21)
+    with pytest.raises(ValueError, match="dz overlaps db"):
+        fastlinear.linear_backward(x, W, dy, activation="relu", y=y, db=both[16:19],
+                                   dz=both[:18].reshape(6, 3))
+    kept = [a.copy() for a in (x, W, dy, y)]
+    for a, c in zip((x, W, dy, y), kept):
+        np.testing.assert_array_equal(a, c)
 
 
 def test_overwrite_dy_refuses_a_dy_that_shares_y(rng):

@@ -51,7 +51,7 @@ def test_mkl_plans_match_the_reference(rng, dtype, path, activation):
             y = forward_planned(x, W, b, activation, None, z, threads, plan)
             grads = backward_planned(x, W, dy, activation, y if activation == "relu" else None,
                                      z if activation == "gelu" else None, False, True, True, True,
-                                     None, None, None, False, threads, plan)
+                                     None, None, None, None, False, threads, plan)
             runs.append((small_kernels, (y, z) + tuple(grads)))
     for small_kernels, got in runs:
         y, z = got[:2]

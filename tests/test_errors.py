@@ -258,7 +258,7 @@ def test_kernels_refuse_inconsistent_arguments():
     for bufs in [(np.empty((8, 3)), None, None), (None, np.empty((4, 3), np.float32), None),
                  (None, None, np.empty(4))]:
         with pytest.raises(ValueError):
-            _backward.backward(x, W, dy, *bufs, False, False, False, 0, None, False,
+            _backward.backward(x, W, dy, *bufs, False, False, False, 0, None, False, None,
                                make_plan(PATHS["blocked"], False, 2), 2)
 
 

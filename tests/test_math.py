@@ -287,7 +287,7 @@ def test_float32_db_is_rounded_once(path):
     np.testing.assert_array_equal(fastlinear.linear_backward(x, W, dy).db, want)
     for small_kernels in (False, True):  # the path's plans, whichever this machine picks
         g = backward_planned(x, W, dy, None, None, None, False, True, True, True, None, None,
-                             None, False, 2, make_plan(PATHS[path], small_kernels, 2))
+                             None, None, False, 2, make_plan(PATHS[path], small_kernels, 2))
         np.testing.assert_array_equal(g.db, want)
 
 
@@ -339,7 +339,7 @@ def test_mid_size_tilings(rng, tiled_plan, shape, dtype):
         y = forward_planned(x, W, b, None, None, None, num_threads, tiled_plan)
         return y, backward_planned(x, W, dy, None, None, None, False, True, True, True,
                                    buffers.get("dx"), buffers.get("dW"), buffers.get("db"),
-                                   bool(buffers), num_threads, tiled_plan)
+                                   None, bool(buffers), num_threads, tiled_plan)
 
     x0, W0, dy0 = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
     b = make(rng, M_out, dtype)

@@ -33,7 +33,7 @@ def plan_file(tmp_path):
 def _run(plan, x, W, b, dy, num_threads, kind="b11"):
     y = forward_planned(x, W, b, None, None, None, num_threads, plan)
     g = backward_planned(x, W, dy, None, None, None, False, b is not None, kind[1] == "1",
-                         kind[2] == "1", None, None, None, False, num_threads, plan)
+                         kind[2] == "1", None, None, None, None, False, num_threads, plan)
     return (y,) + tuple(g)
 
 
@@ -124,7 +124,7 @@ def test_a_pinned_plan_is_used(plan_file, rng):
         fastlinear.set_planning("file", plan_file)
         got = fastlinear.linear_backward(x, W, dy, bias=False)
         want = backward_planned(x, W, dy, None, None, None, False, False, True, True, None, None,
-                                None, False, None, plan)
+                                None, None, False, None, plan)
         for a, c in zip(got, want):
             if a is not None:
                 np.testing.assert_array_equal(a, c)

@@ -69,11 +69,12 @@ def _m(name, file, pattern, replacement, equivalent="", tests=()):
 MUTANTS = [
     # db: column sums of dy (all paths).
     _m("colsum-float32-pairs", "_colsum.pyx",
-       "(<double>r0[j] + <double>r1[j]) + (<double>r2[j] + <double>r3[j])",
-       "(r0[j] + r1[j]) + (r2[j] + r3[j])"),
+       "(<double>r0[j * s1] + <double>r1[j * s1]) + (<double>r2[j * s1] + <double>r3[j * s1])",
+       "(r0[j * s1] + r1[j * s1]) + (r2[j * s1] + r3[j * s1])"),
     _m("colsum-row-read-twice", "_colsum.pyx", "r3 = r2 + s0", "r3 = r2"),
     _m("colsum-remainder-row-dropped", "_colsum.pyx", "while i < rows:", "while i + 1 < rows:"),
-    _m("colsum-column-stride", "_colsum.pyx", "acc[j] += r0[j * s1]", "acc[j] += r0[j]"),
+    _m("colsum-column-stride", "_colsum.pyx", "_add_rows(a, s0, s1, rows, cols, acc)",
+       "_add_rows(a, s0, 1, rows, cols, acc)"),
     _m("colsum-combine-overwrites", "_colsum.pyx", "s = out[e] if accumulate else 0.0", "s = 0.0"),
     _m("colsum-combine-first-chunk", "_colsum.pyx", "s = s + parts[c * width + e]",
        "s = s + parts[e]"),
