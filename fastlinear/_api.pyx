@@ -18,7 +18,7 @@ cdef extern from "Python.h":
 
 cimport fastlinear._parallel as parallel
 from fastlinear._backward cimport backward
-from fastlinear._blas cimport SCIPY_BLAS, blas_int_max, extent, layout
+from fastlinear._blas cimport SCIPY_BLAS, BLAS_INT_MAX, extent, layout
 from fastlinear._blas import has_backend
 from fastlinear._forward cimport forward
 from fastlinear._epilogue cimport NO_ACTIVATION, RELU, TANH, SIGMOID, GELU, GELU_TANH
@@ -228,8 +228,8 @@ cdef int _check_weights(W, b, Py_ssize_t* dims) except -1:
             dims[0], dims[1] = W.shape
     if not fits:
         raise ValueError(f"W must be 2-D (M_in, M_out), got shape {W.shape}")
-    if max(dims[0], dims[1]) > blas_int_max():
-        raise ValueError(f"W of shape {W.shape} has a dimension above {blas_int_max()}, "
+    if max(dims[0], dims[1]) > BLAS_INT_MAX:
+        raise ValueError(f"W of shape {W.shape} has a dimension above {BLAS_INT_MAX}, "
                          "the largest a row of a BLAS matrix can have")
     if b is None:
         return 0

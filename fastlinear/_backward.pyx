@@ -25,7 +25,7 @@ reads a copy of W^T, which BLAS's small-matrix kernels multiply faster.
 cimport numpy as cnp
 from cython cimport floating
 cimport fastlinear._parallel as parallel
-from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
+from fastlinear._blas cimport gemm, row, layout, c_array, BLAS_INT_MAX, scratch, data
 from fastlinear._gemm cimport (Product, MAX_PRODUCTS, product, gemm_products, product_workspace,
                                TaskSetting, setting_of)
 from fastlinear._colsum cimport colsum_add, column_sums, column_sums_workspace, combine
@@ -305,7 +305,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
             WTp = data(WT)
     if fused:
         # The chunking is decided here, once, and the scratch sized from it.
-        rows = parallel.block_rows(2 * ops.M_in + ops.M_out, 8 if is_double else 4, blas_int_max())
+        rows = parallel.block_rows(2 * ops.M_in + ops.M_out, 8 if is_double else 4, BLAS_INT_MAX)
         chunks = fused_chunks(ops.N, ops.M_in, ops.M_out, rows)
         work = scratch(chunks * ops.M_in * ops.M_out if dW is not None else 0, typenum)
         db_work = scratch(chunks * ops.M_out if db is not None else 0, cnp.NPY_DOUBLE)

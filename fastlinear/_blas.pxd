@@ -2,7 +2,9 @@
 from cython cimport floating
 cimport numpy as cnp
 
-cdef Py_ssize_t blas_int_max() noexcept nogil
+# The largest dimension or leading dimension of one call: BLAS's integers are 32-bit.
+cdef enum:
+    BLAS_INT_MAX = 2147483647
 
 # The BLAS libraries a plan may name (see fastlinear._backends): SciPy's, always
 # there, and the optional ones registered with set_backend.

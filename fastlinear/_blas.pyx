@@ -12,8 +12,6 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cnp.import_array()
 
-cdef Py_ssize_t _int_max = 2147483647
-
 # The Fortran ?gemm of each backend; SciPy's is always there.
 ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
                          double*, int*, double*, double*, int*) noexcept nogil
@@ -38,23 +36,6 @@ def set_backend(int backend, size_t dgemm_address, size_t sgemm_address):
 def has_backend(int backend):
     """Whether a backend's functions are registered."""
     return 0 <= backend < BACKENDS and _dgemm[backend] != NULL
-
-
-cdef Py_ssize_t blas_int_max() noexcept nogil:
-    return _int_max
-
-
-def _set_blas_int_max(Py_ssize_t value):
-    """Lower the largest dimension passed to one BLAS call (for tests).
-
-    Returns the previous value so that the caller can restore it.
-    """
-    global _int_max
-    if value < 1 or value > 2147483647:
-        raise ValueError(f"BLAS integer limit must be in [1, 2**31-1], got {value}")
-    previous = _int_max
-    _int_max = value
-    return previous
 
 
 cdef const floating* row(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t i) noexcept nogil:
@@ -87,8 +68,16 @@ cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t 
 
     beta is 0 (C is overwritten, never read, so garbage or NaN in it does
     not leak) or 1 (accumulate).  Leading dimensions must already be at most
-    blas_int_max(); m, n and k may exceed it.
+    BLAS_INT_MAX; m, n and k may exceed it.
     """
+    _split_gemm(transA, transB, m, n, k, A, ldA, B, ldB, beta, C, ldC, backend, BLAS_INT_MAX)
+
+
+cdef void _split_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
+                      floating beta, floating* C, Py_ssize_t ldC, int backend,
+                      Py_ssize_t limit) noexcept nogil:
+    """gemm, in calls whose m, n and k are at most ``limit``."""
     cdef Py_ssize_t i, j, i0, j0, k0, mb, nb, kb
     cdef floating beta_k
     if not 0 <= backend < BACKENDS or _dgemm[backend] == NULL:
@@ -103,14 +92,14 @@ cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t 
         return
     i0 = 0
     while i0 < m:
-        mb = min(m - i0, _int_max)
+        mb = min(m - i0, limit)
         j0 = 0
         while j0 < n:
-            nb = min(n - j0, _int_max)
+            nb = min(n - j0, limit)
             k0 = 0
             beta_k = beta
             while k0 < k:
-                kb = min(k - k0, _int_max)
+                kb = min(k - k0, limit)
                 _gemm_call(transA, transB, <int>mb, <int>nb, <int>kb,
                            col(row(A, transA, ldA, i0), transA, ldA, k0), <int>ldA,
                            col(row(B, transB, ldB, k0), transB, ldB, j0), <int>ldB,
@@ -119,6 +108,28 @@ cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t 
                 k0 += kb
             j0 += nb
         i0 += mb
+
+
+def _split_product(A, B, C, bint accumulate, Py_ssize_t limit):
+    """C (+)= A @ B by gemm cut into calls whose m, n and k are at most ``limit``
+    (for tests: the 32-bit limit itself takes arrays of 2**31 elements).
+
+    A and B are 2-D arrays BLAS reads in place, C a C-contiguous one, all of
+    one float dtype.
+    """
+    cdef char tA, tB
+    cdef Py_ssize_t ldA, ldB, m = len(C), n = C.shape[1], k = A.shape[1]
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray?>C)
+    if not (limit >= 1 and layout(A, &tA, &ldA) and layout(B, &tB, &ldB)
+            and c_array(C, typenum, A.shape[0], B.shape[1], True) and B.shape[0] == k
+            and typenum in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE) and A.dtype == B.dtype == C.dtype):
+        raise ValueError("A (m, k), B (k, n) and C (m, n) of one float dtype, and limit >= 1")
+    if typenum == cnp.NPY_DOUBLE:
+        _split_gemm(tA, tB, m, n, k, <double*>data(A), ldA, <double*>data(B), ldB,
+                    <double>accumulate, <double*>data(C), n, SCIPY_BLAS, limit)
+    else:
+        _split_gemm(tA, tB, m, n, k, <float*>data(A), ldA, <float*>data(B), ldB,
+                    <float>accumulate, <float*>data(C), n, SCIPY_BLAS, limit)
 
 
 cdef bint layout(object a, char* trans, Py_ssize_t* ld) noexcept:
@@ -148,7 +159,7 @@ cdef bint layout(object a, char* trans, Py_ssize_t* ld) noexcept:
         ld[0] = s1 // item if c > 1 else max(r, 1)
     else:
         return False
-    return ld[0] <= _int_max
+    return ld[0] <= BLAS_INT_MAX
 
 
 cdef bint c_array(object a, int typenum, Py_ssize_t rows, Py_ssize_t cols,

@@ -9,7 +9,7 @@ cimport numpy as cnp
 from libc.string cimport memcpy
 from cython cimport floating
 cimport fastlinear._parallel as parallel
-from fastlinear._blas cimport gemm, row, layout, c_array, blas_int_max, scratch, data
+from fastlinear._blas cimport gemm, row, layout, c_array, BLAS_INT_MAX, scratch, data
 from fastlinear._epilogue cimport activate, GELU_TANH
 from fastlinear._gemm cimport (Product, TaskSetting, product, gemm_products, product_workspace,
                                setting_of)
@@ -112,7 +112,7 @@ cpdef forward(object x, object W, object b, object y, int act, object z, int pla
             or not 0 <= act <= GELU_TANH):
         raise ValueError("forward: x, W, b and y must agree in dtype and shape")
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
-    cdef Py_ssize_t rows = parallel.block_rows(M_in + M_out, 8 if is_double else 4, blas_int_max())
+    cdef Py_ssize_t rows = parallel.block_rows(M_in + M_out, 8 if is_double else 4, BLAS_INT_MAX)
     cdef TaskSetting setting = setting_of(plan)
     cdef int path = parallel.plan_path(plan)
     cdef Py_ssize_t size = product_workspace(N, M_out, M_in, setting) if path == parallel.TILED else 0

@@ -291,23 +291,37 @@ def test_float32_db_is_rounded_once(path):
         np.testing.assert_array_equal(g.db, want)
 
 
-@pytest.mark.parametrize("shape", [(40, 30, 20), (40, 20, 30), (20000, 16, 8), (300, 200, 150)],
-                         ids=str)
-def test_blas_dimension_split(rng, shape):
-    """Dimensions past the BLAS integer limit are split (limit lowered for the test)."""
-    from fastlinear import _blas
-    N, M_in, M_out = shape
-    x, W, dy = make(rng, (N, M_in), np.float64), make(rng, (M_in, M_out), np.float64), make(rng, (N, M_out), np.float64)
-    b = make(rng, M_out, np.float64)
-    previous = _blas._set_blas_int_max(max(M_in, M_out))
-    try:
-        check_all(x, W, b, dy)
-        check_all(np.asfortranarray(x), W, b, np.asfortranarray(dy))
-        with pytest.raises(ValueError, match="has a dimension above"):
-            _blas._set_blas_int_max(max(M_in, M_out) - 1)
-            fastlinear.linear_forward(x, W, b)
-    finally:
-        _blas._set_blas_int_max(previous)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mnk", [(40, 30, 20), (7, 50, 9), (9, 7, 50), (50, 9, 7)], ids=str)
+def test_blas_dimension_split(rng, mnk, dtype):
+    """Sides past the BLAS integer limit are cut into several calls, partial
+    products over k added: a limit lowered for the test, every layout."""
+    from fastlinear._blas import _split_product
+    m, n, k = mnk
+    A, B, C0 = make(rng, (m, k), dtype), make(rng, (k, n), dtype), make(rng, (m, n), dtype)
+    want = A.astype(float) @ B.astype(float)
+    for limit in (1, 6, 8, 64):
+        for a, b in [(A, B), (np.asfortranarray(A), B), (A, np.asfortranarray(B)),
+                     (np.asfortranarray(A), np.asfortranarray(B))]:
+            C = np.full((m, n), np.nan, dtype)
+            _split_product(a, b, C, False, limit)
+            assert_close(C, want, dtype, k)
+            C = C0.copy()
+            _split_product(a, b, C, True, limit)
+            assert_close(C, C0.astype(float) + want, dtype, k + 1)
+
+
+def test_weights_past_the_blas_limit_are_refused():
+    """A dimension of W above 2**31 - 1 (zero-strided views: nothing is allocated)."""
+    big = 2 ** 31
+    for M_in, M_out in ((big, 1), (1, big)):
+        x = np.broadcast_to(np.zeros(1), (1, M_in))
+        W = np.broadcast_to(np.zeros(1), (M_in, M_out))
+        dy = np.broadcast_to(np.zeros(1), (1, M_out))
+        for call in (lambda: fastlinear.linear_forward(x, W),
+                     lambda: fastlinear.linear_backward(x, W, dy)):
+            with pytest.raises(ValueError, match="has a dimension above 2147483647"):
+                call()
 
 
 @pytest.fixture(params=[(False, 2), (False, 8), (True, 2)],
