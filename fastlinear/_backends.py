@@ -1,17 +1,23 @@
 """Optional BLAS backends: a ?gemm faster than SciPy's, where one is installed.
 
-SciPy's BLAS is always there and is the default.  With the ``mkl`` extra
-(``pip install "fastlinear[mkl]"``), Intel's ``libmkl_rt`` is loaded as well,
-privately (``RTLD_LOCAL``), with its sequential threading layer, so that each
-of fastlinear's tasks stays one single-threaded BLAS call (results stay
-identical for every ``num_threads``) and no Intel OpenMP runtime is loaded
-beside the process's own.  Its conditional numerical reproducibility mode is
-set too, so that its results do not depend on how arrays are aligned.  The
-planner then measures each backend among its candidate plans and keeps the
-fastest for each class of problem.
+SciPy's BLAS is always there and is the default.  Each extra adds one, loaded
+privately (``RTLD_LOCAL``) and single-threaded, so that each of fastlinear's
+tasks stays one single-threaded BLAS call (results stay identical for every
+``num_threads``):
+
+* ``mkl`` (``pip install "fastlinear[mkl]"``): Intel's ``libmkl_rt`` with its
+  sequential threading layer, so that no Intel OpenMP runtime is loaded beside
+  the process's own, and its conditional numerical reproducibility mode, so
+  that its results do not depend on how arrays are aligned;
+* ``openblas`` (``pip install "fastlinear[openblas]"``): the ``scipy-openblas32``
+  wheel's OpenBLAS, often newer than the one SciPy bundles, held at one thread.
+
+A library another part of the process has loaded already is left alone: its
+settings are that part's.  The planner then measures each backend among its
+candidate plans and keeps the fastest for each class of problem.
 
 ``FASTLINEAR_BLAS`` (or :func:`set_blas`) chooses: ``auto`` (the default:
-measured), ``scipy`` or ``mkl``.
+measured), ``scipy``, ``mkl`` or ``openblas``.
 """
 import ctypes
 import os
@@ -21,8 +27,11 @@ import warnings
 
 from . import _blas
 
-CHOICES = ("auto", "scipy", "mkl")
-SLOTS = {"scipy": 0, "mkl": 1}  # where _blas keeps each backend's functions
+CHOICES = ("auto", "scipy", "mkl", "openblas")
+SLOTS = {"scipy": 0, "mkl": 1, "openblas": 2}  # where _blas keeps each backend's functions
+# Each optional backend: its distribution and the start of its library's file name.
+OPTIONAL = {"mkl": ("mkl", ("libmkl_rt.", "mkl_rt.")),
+            "openblas": ("scipy-openblas32", ("libscipy_openblas.",))}
 NAMES = {slot: name for name, slot in SLOTS.items()}
 # MKL's constants (mkl_service.h, mkl_cblas.h).
 MKL_THREADING_SEQUENTIAL = 1
@@ -41,20 +50,23 @@ def env_choice(name, choices):
     return value
 
 
-def _mkl_library():
-    """The path of the installed ``mkl`` distribution's libmkl_rt, or None."""
+def _library(name):
+    """The path of the library of optional backend ``name``, or None if its
+    distribution is not installed (found from its file list: importing a
+    package could load its library with other settings)."""
+    distribution, starts = OPTIONAL[name]
     try:
         from importlib import metadata
-        files = metadata.files("mkl") or []
+        files = metadata.files(distribution) or []
     except Exception:  # not installed, or metadata without a file list
         return None
     names = sorted(os.path.realpath(f.locate()) for f in files
-                   if os.path.basename(str(f)).startswith(("libmkl_rt.", "mkl_rt.")))
+                   if os.path.basename(str(f)).startswith(starts))
     return names[0] if names else None
 
 
 def _loaded_elsewhere(name):
-    """Whether a library of this name is mapped into the process already."""
+    """Whether a library whose path contains ``name`` is mapped into the process already."""
     if sys.platform == "win32":
         return bool(ctypes.windll.kernel32.GetModuleHandleW(name))
     try:
@@ -90,7 +102,38 @@ def load_mkl(path):
     _check_gemm(lib.dgemm_, ctypes.c_double)
     _check_gemm(lib.sgemm_, ctypes.c_float)
     _keep.append(lib)  # never unloaded: _blas holds its functions
-    return dgemm, sgemm, f"{text.value.decode(errors='replace').strip()} ({path})"
+    return dgemm, sgemm, 0, 0, f"{text.value.decode(errors='replace').strip()} ({path})"
+
+
+def load_openblas(path):
+    """(addresses of dgemm, sgemm and the thread count's get and set, a
+    description) of the scipy-openblas32 library at ``path``, loaded as the
+    module's docstring says; raises OSError saying why it cannot be used."""
+    if _loaded_elsewhere(os.path.basename(path) if sys.platform == "win32"
+                         else os.path.realpath(path)):
+        raise OSError("it is loaded by another library of this process")
+    lib = ctypes.CDLL(path)
+    try:
+        get, set_ = lib.scipy_openblas_get_num_threads, lib.scipy_openblas_set_num_threads
+        config = lib.scipy_openblas_get_config
+        dgemm, sgemm = lib.scipy_dgemm_, lib.scipy_sgemm_
+    except AttributeError as e:
+        raise OSError(f"it lacks {e}") from None
+    get.argtypes, get.restype = [], ctypes.c_int
+    set_.argtypes, set_.restype = [ctypes.c_int], None
+    config.argtypes, config.restype = [], ctypes.c_char_p
+    set_(1)
+    if get() != 1:
+        raise OSError("its thread count cannot be set to 1")
+    _check_gemm(dgemm, ctypes.c_double)
+    _check_gemm(sgemm, ctypes.c_float)
+    _keep.append(lib)
+    address = [ctypes.cast(f, ctypes.c_void_p).value for f in (dgemm, sgemm, get, set_)]
+    return (*address, f"{config().decode(errors='replace').strip()} ({path})")
+
+
+LOADERS = {"mkl": load_mkl, "openblas": load_openblas}
+LABELS = {"mkl": "MKL", "openblas": "OpenBLAS (scipy-openblas32)"}
 
 
 _keep: list = []  # the loaded libraries, never unloaded
@@ -124,33 +167,38 @@ class Backends:
         with self._lock:
             if self._found is None:
                 self._found = {"scipy": "scipy.linalg.cython_blas"}
-                if self.choice != "scipy":
-                    self._find_mkl()
+                for name in self._wanted(self.choice):
+                    self._find(name)
             return dict(self._found)
 
-    def _find_mkl(self):
-        path = _mkl_library()
+    @staticmethod
+    def _wanted(choice):
+        """The optional backends a choice looks for."""
+        return [name for name in OPTIONAL if choice in ("auto", name)]
+
+    def _find(self, name):
+        path = _library(name)
         if path is None:
-            self.missing["mkl"] = "the mkl package is not installed"
-            if self.choice == "mkl":
-                warnings.warn("fastlinear: MKL was chosen but the mkl package is not "
-                              "installed; SciPy's BLAS computes every product", RuntimeWarning,
-                              stacklevel=5)
+            self.missing[name] = f"the {OPTIONAL[name][0]} package is not installed"
+            if self.choice == name:
+                warnings.warn(f"fastlinear: {LABELS[name]} was chosen but the "
+                              f"{OPTIONAL[name][0]} package is not installed; SciPy's BLAS "
+                              "computes every product", RuntimeWarning, stacklevel=5)
             return
         try:
-            dgemm, sgemm, about = load_mkl(path)
+            *functions, about = LOADERS[name](path)
         except OSError as e:
-            self.missing["mkl"] = f"{path} cannot be used: {e}"
-            warnings.warn(f"fastlinear: not using MKL: {self.missing['mkl']}; SciPy's BLAS "
-                          "computes every product", RuntimeWarning, stacklevel=5)
+            self.missing[name] = f"{path} cannot be used: {e}"
+            warnings.warn(f"fastlinear: not using {LABELS[name]}: {self.missing[name]}; "
+                          "SciPy's BLAS computes every product", RuntimeWarning, stacklevel=5)
             return
-        _blas.set_backend(SLOTS["mkl"], dgemm, sgemm)
-        self._found["mkl"] = about
+        _blas.set_backend(SLOTS[name], *functions)
+        self._found[name] = about
 
     def usable(self):
         """Slots the planner may choose among: the chosen backend, or every one found."""
         found = self.found()
-        if self.choice in found:  # "scipy", or "mkl" where it loaded
+        if self.choice in found:  # "scipy", or an optional backend where it loaded
             return [SLOTS[self.choice]]
         return [SLOTS[name] for name in found]
 
@@ -163,7 +211,8 @@ class Backends:
             raise ValueError(f"blas must be one of {CHOICES}, got {choice!r}")
         with self._lock:
             self.choice = choice
-            if choice != "scipy" and self._found is not None and "mkl" not in self._found:
+            if self._found is not None and any(name not in self._found
+                                               for name in self._wanted(choice)):
                 self._found = None  # look again: loading was skipped or failed
                 self.missing = {}
 
@@ -176,12 +225,13 @@ def set_blas(blas="auto"):
 
     Parameters
     ----------
-    blas : {"auto", "scipy", "mkl"}
-        ``auto``: the planner measures every backend installed (SciPy's, and
-        MKL with the ``mkl`` extra) and keeps the fastest per class of
-        problem.  ``scipy`` or ``mkl``: that one only (MKL falls back to
-        SciPy's, with a warning, where it is not installed or cannot load).
-        Plans are chosen again afterwards.  Also ``FASTLINEAR_BLAS``.
+    blas : {"auto", "scipy", "mkl", "openblas"}
+        ``auto``: the planner measures every backend installed (SciPy's, MKL
+        with the ``mkl`` extra, OpenBLAS with the ``openblas`` extra) and
+        keeps the fastest per class of problem.  Any other: that one only
+        (an optional one falls back to SciPy's, with a warning, where it is
+        not installed or cannot load).  Plans are chosen again afterwards.
+        Also ``FASTLINEAR_BLAS``.
     """
     from ._plans import planner
     backends.configure(blas)

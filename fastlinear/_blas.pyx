@@ -17,18 +17,27 @@ ctypedef void (*dgemm_t)(char*, char*, int*, int*, int*, double*, double*, int*,
                          double*, int*, double*, double*, int*) noexcept nogil
 ctypedef void (*sgemm_t)(char*, char*, int*, int*, int*, float*, float*, int*,
                          float*, int*, float*, float*, int*) noexcept nogil
+# A backend's thread count, where it has one that must stay at 1 (see gemm).
+ctypedef int (*get_threads_t)() noexcept nogil
+ctypedef void (*set_threads_t)(int) noexcept nogil
 cdef dgemm_t _dgemm[BACKENDS]
 cdef sgemm_t _sgemm[BACKENDS]
+cdef get_threads_t _get_threads[BACKENDS]
+cdef set_threads_t _set_threads[BACKENDS]
 _dgemm[SCIPY_BLAS] = dgemm
 _sgemm[SCIPY_BLAS] = sgemm
 
 
-def set_backend(int backend, size_t dgemm_address, size_t sgemm_address):
+def set_backend(int backend, size_t dgemm_address, size_t sgemm_address,
+                size_t get_threads_address=0, size_t set_threads_address=0):
     """Register the ``dgemm``/``sgemm`` (Fortran interface, 32-bit integers) of
-    a backend; the addresses come from a library fastlinear._backends loaded
-    and checked."""
-    if not SCIPY_BLAS < backend < BACKENDS or not dgemm_address or not sgemm_address:
+    a backend, and the get and set of its thread count if it has one; the
+    addresses come from a library fastlinear._backends loaded and checked."""
+    if (not SCIPY_BLAS < backend < BACKENDS or not dgemm_address or not sgemm_address
+            or (get_threads_address == 0) != (set_threads_address == 0)):
         raise ValueError(f"no such backend slot {backend}, or a NULL function")
+    _get_threads[backend] = <get_threads_t>get_threads_address
+    _set_threads[backend] = <set_threads_t>set_threads_address
     _dgemm[backend] = <dgemm_t>dgemm_address
     _sgemm[backend] = <sgemm_t>sgemm_address
 
@@ -82,6 +91,9 @@ cdef void _split_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_s
     cdef floating beta_k
     if not 0 <= backend < BACKENDS or _dgemm[backend] == NULL:
         backend = SCIPY_BLAS
+    if _get_threads[backend] != NULL and _get_threads[backend]() != 1:
+        # A private library that threadpoolctl found and resized: back to one thread.
+        _set_threads[backend](1)
     if m == 0 or n == 0:
         return
     if k == 0:

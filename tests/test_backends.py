@@ -14,16 +14,21 @@ from fastlinear._api import backward_planned, forward_planned
 from fastlinear._parallel import PATHS, make_plan, plan_fields
 
 MKL = _backends.SLOTS["mkl"]
-mkl_found = "mkl" in _backends.backends.found()
-needs_mkl = pytest.mark.skipif(not mkl_found, reason="MKL is not installed or cannot load: "
-                               f"{_backends.backends.missing.get('mkl')}")
+FOUND = _backends.backends.found()
+needs_mkl = pytest.mark.skipif("mkl" not in FOUND, reason="MKL is not installed or cannot "
+                               f"load: {_backends.backends.missing.get('mkl')}")
+# Each optional backend, its tests skipped where it is not installed or cannot load.
+OPTIONAL = [pytest.param(name, marks=pytest.mark.skipif(
+    name not in FOUND, reason=f"not installed or cannot load: {_backends.backends.missing.get(name)}"))
+    for name in _backends.OPTIONAL]
 
 
-def test_an_installed_mkl_is_found():
+@pytest.mark.parametrize("name", sorted(_backends.OPTIONAL))
+def test_an_installed_backend_is_found(name):
     """Where the extra is installed, its library loads: the tests of its plans then run."""
-    if _backends._mkl_library() is None:
-        pytest.skip("the mkl extra is not installed")
-    assert mkl_found, _backends.backends.missing
+    if _backends._library(name) is None:
+        pytest.skip(f"the {name} extra is not installed")
+    assert name in FOUND, _backends.backends.missing
 
 
 @pytest.mark.parametrize("kind", ["f", "b11", "b01"])
@@ -33,11 +38,11 @@ def test_every_backend_found_is_a_candidate(kind):
     assert plan_fields(_plans.default_plan(kind, 64, 784, 256))[3] == _backends.SLOTS["scipy"]
 
 
-@needs_mkl
+@pytest.mark.parametrize("name", OPTIONAL)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("path", sorted(PATHS))
 @pytest.mark.parametrize("activation", [None, "relu", "gelu"])
-def test_mkl_plans_match_the_reference(rng, dtype, path, activation):
+def test_backend_plans_match_the_reference(rng, dtype, path, activation, name):
     """Every path, fused or not, against float64 NumPy, with the same bits for 1-4 threads."""
     N, M_in, M_out = 600, 40, 300
     x, W, dy = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
@@ -45,7 +50,7 @@ def test_mkl_plans_match_the_reference(rng, dtype, path, activation):
     ry, rdx, rdW, rdb = reference(x, W, b, dy)
     runs = []
     for small_kernels in (False, True):
-        plan = make_plan(PATHS[path], small_kernels, 2, MKL)
+        plan = make_plan(PATHS[path], small_kernels, 2, _backends.SLOTS[name])
         for threads in (1, 2, 3, 4):
             z = np.empty((N, M_out), dtype)
             y = forward_planned(x, W, b, activation, None, z, threads, plan)
@@ -69,13 +74,13 @@ def test_mkl_plans_match_the_reference(rng, dtype, path, activation):
             np.testing.assert_array_equal(a, c)
 
 
-@needs_mkl
-def test_pinning_mkl(rng):
-    fastlinear.set_blas("mkl")
+@pytest.mark.parametrize("name", OPTIONAL)
+def test_pinning_a_backend(rng, name):
+    fastlinear.set_blas(name)
     try:
         for kind in ("f", "b11"):
             plans = _plans.candidates(kind, 64, 784, 256)
-            assert {plan_fields(p)[3] for p in plans} == {MKL}
+            assert {plan_fields(p)[3] for p in plans} == {_backends.SLOTS[name]}
         x, W = make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64)
         assert_close(fastlinear.linear_forward(x, W), x @ W, np.float64, 784)
     finally:
@@ -95,45 +100,64 @@ def test_no_intel_openmp_is_loaded():
     assert out.split() == ["True", "False"]
 
 
-def test_pinning_scipy_never_loads_mkl(tmp_path):
+def test_pinning_scipy_loads_no_other(tmp_path):
     env = dict(os.environ, FASTLINEAR_BLAS="scipy", FASTLINEAR_PLANS="measure",
                FASTLINEAR_PLAN_FILE=str(tmp_path / "plans.json"))
     code = ("import json, numpy as np, fastlinear; "
             "fastlinear.tune([(64, 784, 256)], dtypes=['float32']); "
-            "print('libmkl_rt' in open('/proc/self/maps').read()); "
+            "maps = open('/proc/self/maps').read(); "
+            "print('libmkl_rt' in maps, 'scipy_openblas32' in maps); "
             "print(json.dumps(fastlinear._config.config()['plans']['plans_per_blas']))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          cwd=tmp_path, check=True).stdout.splitlines()
-    assert out[0] == "False"
+    assert out[0] == "False False"
     assert json.loads(out[1]) == {"scipy": 3}
 
 
-def test_a_broken_library_is_a_warning_and_scipy(tmp_path):
-    """A file that is not a library, and a library that is not MKL: no crash, SciPy's BLAS."""
-    garbage = tmp_path / "libmkl_rt.so.2"
+@pytest.mark.parametrize("name", sorted(_backends.OPTIONAL))
+def test_a_broken_library_is_a_warning_and_scipy(tmp_path, name):
+    """A file that is not a library, and a library that is not the backend: no crash,
+    SciPy's BLAS."""
+    garbage = tmp_path / "libnot_a_blas.so.2"
     garbage.write_bytes(b"\x7fELF not really")
     for path in (str(garbage), "libm.so.6"):
         with pytest.raises(OSError):
-            _backends.load_mkl(path)
+            _backends.LOADERS[name](path)
         out = run_script(f"""
             import warnings, numpy as np, fastlinear
             from fastlinear import _backends
-            _backends._mkl_library = lambda: {path!r}
+            _backends._library = lambda name: {path!r}
             fastlinear.set_planning("off")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                fastlinear.set_blas("mkl")
+                fastlinear.set_blas({name!r})
                 x, W = np.arange(12.0).reshape(3, 4), np.ones((4, 2))
                 y = fastlinear.linear_forward(x, W)
             print(sorted(fastlinear._config.config()["blas_backends"]), y.sum(),
-                  any("not using MKL" in str(w.message) for w in caught))
+                  any("not using" in str(w.message) for w in caught))
         """)
         assert out.split() == ["['scipy']", "132.0", "True"]
 
 
+@pytest.mark.skipif("openblas" not in FOUND, reason="the openblas extra is not installed")
+def test_openblas_is_held_at_one_thread(rng):
+    """Resized from outside (threadpoolctl sees the library), it computes single-threaded
+    again, with the same bits."""
+    import ctypes
+    lib = ctypes.CDLL(_backends._library("openblas"))
+    lib.scipy_openblas_get_num_threads.restype = ctypes.c_int
+    x, W = make(rng, (300, 200), np.float32), make(rng, (200, 100), np.float32)
+    plan = make_plan(PATHS["tiled"], False, 2, _backends.SLOTS["openblas"])
+    want = forward_planned(x, W, None, None, None, None, 2, plan)
+    lib.scipy_openblas_set_num_threads(2)
+    got = forward_planned(x, W, None, None, None, None, 2, plan)
+    assert lib.scipy_openblas_get_num_threads() == 1
+    np.testing.assert_array_equal(got, want)
+
+
 def test_choosing_a_backend_checks_its_name(tmp_path):
     with pytest.raises(ValueError, match="auto"):
-        fastlinear.set_blas("openblas")
+        fastlinear.set_blas("blis")
     env = dict(os.environ, FASTLINEAR_BLAS="fastest")
     proc = subprocess.run([sys.executable, "-c", "import fastlinear; print(fastlinear._backends.backends.choice)"],
                           env=env, capture_output=True, text=True, cwd=tmp_path, check=True)
