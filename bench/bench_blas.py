@@ -6,10 +6,12 @@ Peers, interleaved round by round in one process:
 * auto   - the plans the planner chose among every backend installed
 * scipy  - the plans it chose with SciPy's BLAS only (fastlinear without the extra)
 * mkl    - the plans it chose with MKL only (``pip install "fastlinear[mkl]"``)
+* openblas - the plans it chose with scipy-openblas32's OpenBLAS only
+             (``pip install "fastlinear[openblas]"``)
 * torch  - torch.nn.Linear forward + backward(dy), if installed
 
 Each fastlinear peer runs the plans the planner measured under its setting
-(``set_blas``), so that the three can take turns call by call.  Ratios are
+(``set_blas``), so that they can take turns call by call.  Ratios are
 medians over rounds of (auto time / peer time) within a round.  Results go to
 bench/results/blas-<time>.json.
 """
@@ -53,7 +55,7 @@ def run_case(shape, dtype, blases, with_torch, budget, settle):
         def run():
             _api.forward_planned(x, W, b, None, y, None, None, forward_plan)
             _api.backward_planned(x, W, dy, None, None, None, False, True, True, True, dx, dW, db,
-                                  False, None, backward_plan)
+                                  None, False, None, backward_plan)
         return run
 
     peers = {blas: step(*plans[blas]) for blas in blases}
@@ -91,9 +93,10 @@ def main(argv=None):
     found = _backends.backends.found()
     print(f"fastlinear {fastlinear.__version__} on {cpu_name()}, "
           f"{fastlinear.get_num_threads()} threads; backends: {found}")
-    blases = ["auto", "scipy"] + (["mkl"] if "mkl" in found else [])
-    if "mkl" not in found:
-        print(f"MKL is not used: {_backends.backends.missing.get('mkl')}")
+    blases = ["auto", "scipy"] + [name for name in _backends.OPTIONAL if name in found]
+    for name in _backends.OPTIONAL:
+        if name not in found:
+            print(f"{name} is not used: {_backends.backends.missing.get(name)}")
     names = blases + (["torch"] if with_torch else [])
     print(f"{'N, M_in, M_out':>20} {'dtype':8}" + "".join(f"{n + ' ms':>11}" for n in names)
           + "".join(f"{'/' + n:>9}" for n in names[1:]) + "  auto's backend (forward, backward)",
