@@ -1,7 +1,8 @@
 """fastlinear: a fully-connected layer for NumPy.
 
 y = f(x W + b) forward and dx, dW, db backward, in compiled Cython on
-fastlinear's own threads over SciPy's BLAS (or MKL, with the ``mkl`` extra).  See :class:`Linear`, :func:`linear_forward` and
+fastlinear's own threads over SciPy's BLAS (or MKL or a newer OpenBLAS, with the
+``mkl`` or ``openblas`` extra).  See :class:`Linear`, :func:`linear_forward` and
 :func:`linear_backward`.
 """
 from ._api import Grads, linear_backward, linear_forward
