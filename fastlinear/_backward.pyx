@@ -298,6 +298,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     cdef bint transpose = (path != parallel.TILED and dx is not None and tW == b'N'
                            and ops.N >= TRANSPOSE_MIN_ROWS and ops.M_in > 0 and ops.M_out > 0)
     cdef bint fused = path == parallel.BLOCKED and ops.N > 0
+    cdef bint dz_scratch = act and not overwrite_dy and dz is None
     if transpose:
         WTp = WT_small
         if ops.M_in * ops.M_out > SMALL_WT:
@@ -309,8 +310,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
         chunks = fused_chunks(ops.N, ops.M_in, ops.M_out, rows)
         work = scratch(chunks * ops.M_in * ops.M_out if dW is not None else 0, typenum)
         db_work = scratch(chunks * ops.M_out if db is not None else 0, cnp.NPY_DOUBLE)
-        dz_work = scratch(chunks * rows * ops.M_out if act and not overwrite_dy and dz is None
-                          else 0, typenum)
+        dz_work = scratch(chunks * rows * ops.M_out if dz_scratch else 0, typenum)
         wp, dbw, dzp = data(work), <double*>data(db_work), data(dz_work)
     else:
         if dx is not None:
@@ -323,8 +323,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
         if size > SMALL_DB_WORK:  # small calls allocate nothing for db
             db_work = scratch(size, cnp.NPY_DOUBLE)
             dbw = <double*>data(db_work)
-        dz_work = scratch(ops.N * ops.M_out if act and not overwrite_dy and dz is None else 0,
-                          typenum)
+        dz_work = scratch(ops.N * ops.M_out if dz_scratch else 0, typenum)
         dzp = data(dz_work)
     # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
     # the GIL over and back costs.

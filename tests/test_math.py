@@ -70,6 +70,17 @@ def layouts(a):
     yield "read-only", ro
 
 
+@pytest.mark.parametrize("shape", [(1003, 7), (4099, 600)], ids=str)
+def test_db_has_the_same_bits_in_every_layout(rng, shape):
+    """dy's column sums add its rows in one order whether dy is read by rows or
+    by columns (a dz of either layout gives db these bits too)."""
+    dy = make(rng, shape, np.float64) * np.exp(rng.uniform(-20, 20, shape))
+    x, W = np.zeros((shape[0], 3)), np.zeros((3, shape[1]))
+    want = fastlinear.linear_backward(x, W, dy, need_dx=False, need_dW=False).db
+    got = fastlinear.linear_backward(x, W, np.asfortranarray(dy), need_dx=False, need_dW=False).db
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(9, 7, 5), (1, 7, 5), (20, 30, 30), (2049, 33, 7), (300, 40, 30),
                                    (600, 300, 200)], ids=str)

@@ -152,6 +152,10 @@ MUTANTS = [
        tests=ACTIVATION_TESTS),
     _m("dz-scratch-layout-ignored", "_backward.pyx", "ldg = M_out if ops.tdy == b'N' else n",
        "ldg = M_out", tests=ACTIVATION_TESTS),
+    _m("dz-buffer-layout-ignored", "_backward.pyx", "ldg = M_out if ops.tdy == b'N' else ops.N",
+       "ldg = M_out", tests=ACTIVATION_TESTS),
+    _m("dz-buffer-db-overlap-unchecked", "_api.pyx",
+       'return _apart(dz, lo, hi, "dz", db, ("db",), 0)', "return 0", tests=ACTIVATION_TESTS),
     _m("saved-overlap-unchecked", "_api.pyx", "_apart(a, lo, hi, name, saved, names, 5)", "0",
        tests=ACTIVATION_TESTS),
     # Plans (run against the planner's tests).
