@@ -35,19 +35,17 @@ Grads.__doc__ = """Gradients of a linear layer: dx (..., M_in), dW (M_in, M_out)
 A field is None when that gradient was not asked for."""
 
 cdef enum:
-    # Below this many multiply-adds (and adds of db), plus elements of dx and dW, a call
-    # runs on the calling thread alone, keeping the GIL: starting threads, or handing the
-    # GIL over and back, costs more than it saves (OpenBLAS also stays serial there).
-    # The gradients count on their own because with M_out or N zero they are
-    # zero-filled at no multiply-add.
+    # The built-in plans' rules, used when planning is off; the planner times
+    # these choices on the user's machine instead (docs/design.md, "Built-in
+    # rules", has the measurements).  Below SERIAL_WORK multiply-adds (plus
+    # adds of db and elements of dx and dW, which count on their own because
+    # with M_out or N zero they are zero-filled at no multiply-add) a call runs
+    # on the calling thread, keeping the GIL: starting threads costs more than
+    # it saves.
     SERIAL_WORK = 1 << 18
-    # Products with at most this many weights are "narrow": from NARROW_ROWS rows
-    # on, their GEMMs are too thin to tile, and the rows are cut into cache-sized
-    # blocks instead.  Both paths, side by side, on two cores (tiled / blocked
-    # time): (2000, 64, 16) 1.62, (4096, 64, 64) 1.08, (2048, 64, 64) 1.09, but
-    # with fewer rows, too few blocks to share between threads, (64, 64, 64) 0.71,
-    # and with wider W (1024, 128, 128) 0.82, (32, 256, 128) 0.45,
-    # (20000, 256, 128) 1.01 (float64; float32 alike).
+    # W of at most NARROW_WEIGHTS weights makes GEMMs too thin to tile, so from
+    # NARROW_ROWS rows on (enough blocks to share between threads) the rows are
+    # cut into cache-sized blocks instead.
     NARROW_WEIGHTS = 1 << 12
     NARROW_ROWS = 1 << 11
 

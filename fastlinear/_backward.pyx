@@ -226,6 +226,24 @@ cdef void _separate(const Operands* ops, const floating* x, const floating* WT, 
                     0, <const floating*>NULL, <floating*>NULL, 0, 0)
 
 
+cdef void _run(Operands* ops, bint transpose, bint fused, const floating* x, const floating* W,
+               Py_ssize_t ldW, floating* WT, const floating* dy, floating* dx, floating* dW,
+               floating* db, const bint* accumulate, Py_ssize_t rows, Py_ssize_t chunks,
+               floating* work, double* db_work, floating* dz_work, TaskSetting setting,
+               int num_threads) noexcept nogil:
+    """The gradients, once backward has checked the arrays and sized the
+    scratch; with ``transpose`` dx reads W^T copied into WT."""
+    if transpose:
+        _transpose(W, ldW, ops.M_in, ops.M_out, WT)
+        W, ops.tWT, ops.ldWT = WT, b'N', ops.M_in
+    if fused:
+        _fused(ops, x, W, dy, dx, dW, db, accumulate, rows, chunks, work, db_work, dz_work,
+               num_threads)
+    else:
+        _separate(ops, x, W, dy, dx, dW, db, accumulate, work, db_work, dz_work, setting,
+                  num_threads)
+
+
 cpdef backward(object x, object W, object dy, object dx, object dW, object db,
                bint add_dx, bint add_dW, bint add_db, int act, object saved, bint overwrite_dy,
                object dz, int plan, int num_threads):
@@ -283,18 +301,18 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     cdef void* dxp = data(dx)
     cdef void* dWp = data(dW)
     cdef void* dbp = data(db)
-    cdef Py_ssize_t rows, chunks, size = 0
+    cdef Py_ssize_t rows = 0, chunks = 0, size = 0
     cdef void* wp
     cdef void* dzp = NULL
-    cdef void* WTp
+    cdef void* WTp = NULL
     cdef double* dbw
     cdef double db_small[SMALL_DB_WORK]
     cdef double WT_small[SMALL_WT]  # room for as many float64 or float32 elements
     ops.tWT, ops.ldWT = other_trans(tW), ldW
-    # BLAS computes dy W^T faster from W^T stored row by row than from W (its
-    # small-matrix kernels by about a quarter), by more than a copy of W costs
-    # once there are this many rows; products big enough to be TILED run
-    # BLAS's packing path, where the two are alike.
+    # BLAS's small-matrix kernels compute dy W^T faster from W^T stored row by
+    # row than from W, by more than a copy of W costs once there are this many
+    # rows; products big enough to be TILED run BLAS's packing path, where the
+    # two are alike.
     cdef bint transpose = (path != parallel.TILED and dx is not None and tW == b'N'
                            and ops.N >= TRANSPOSE_MIN_ROWS and ops.M_in > 0 and ops.M_out > 0)
     cdef bint fused = path == parallel.BLOCKED and ops.N > 0
@@ -328,24 +346,12 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
     # the GIL over and back costs.
     cdef parallel.PyThreadState* released = parallel.release_gil(path != parallel.SERIAL)
-    if transpose:
-        if is_double:
-            _transpose(<double*>Wp, ldW, ops.M_in, ops.M_out, <double*>WTp)
-        else:
-            _transpose(<float*>Wp, ldW, ops.M_in, ops.M_out, <float*>WTp)
-        Wp, ops.tWT, ops.ldWT = WTp, b'N', ops.M_in
-    if fused and is_double:
-        _fused(&ops, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp, <double*>dWp,
-               <double*>dbp, add, rows, chunks, <double*>wp, dbw, <double*>dzp, num_threads)
-    elif fused:
-        _fused(&ops, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp, <float*>dWp,
-               <float*>dbp, add, rows, chunks, <float*>wp, dbw, <float*>dzp, num_threads)
-    elif is_double:
-        _separate(&ops, <double*>xp, <double*>Wp, <double*>dyp, <double*>dxp,
-                  <double*>dWp, <double*>dbp, add, <double*>wp, dbw, <double*>dzp, setting,
-                  num_threads)
+    if is_double:
+        _run(&ops, transpose, fused, <double*>xp, <double*>Wp, ldW, <double*>WTp, <double*>dyp,
+             <double*>dxp, <double*>dWp, <double*>dbp, add, rows, chunks, <double*>wp, dbw,
+             <double*>dzp, setting, num_threads)
     else:
-        _separate(&ops, <float*>xp, <float*>Wp, <float*>dyp, <float*>dxp,
-                  <float*>dWp, <float*>dbp, add, <float*>wp, dbw, <float*>dzp, setting,
-                  num_threads)
+        _run(&ops, transpose, fused, <float*>xp, <float*>Wp, ldW, <float*>WTp, <float*>dyp,
+             <float*>dxp, <float*>dWp, <float*>dbp, add, rows, chunks, <float*>wp, dbw,
+             <float*>dzp, setting, num_threads)
     parallel.restore_gil(released)

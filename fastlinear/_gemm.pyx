@@ -34,10 +34,10 @@ cdef struct Tiles:
 
 # OpenBLAS's small-matrix kernels for SkylakeX and later x86 cores multiply
 # without packing A and B when m*n*k <= 10**6, and for C^T = B^T A (its
-# column-major A^T B) when also m*n <= 1200 and k >= 32.  Cut into tasks that size, a
-# product of up to 2**25 multiply-adds with k <= 1024 ran 10-30% faster on two
-# cores than in halves through the packing path; bigger ones, or a longer k,
-# ran slower.
+# column-major A^T B) when also m*n <= 1200 and k >= 32.  A plan may cut
+# products of up to 2**25 multiply-adds with k <= 1024 into tasks of that size;
+# the planner times that cut against the packed one on the user's machine
+# (docs/design.md, "Built-in rules").
 cdef enum:
     SMALL_KERNEL_WORK = 1000000
     SMALL_KERNEL_TN_TILE = 1200
@@ -96,11 +96,8 @@ cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t ta
     re-reads a partial C (2 * m/tm * n/tn).  Halving the cheapest keeps the
     extra memory traffic lowest.  A product gets ``tasks`` tasks (one per
     CPU), plus one doubling per 8x more work from 2**35 multiply-adds on, and
-    none smaller than MIN_TASK_WORK.  Every task repacks, so more tasks than
-    CPUs only cost: on two cores a whole step in 2 tasks per product against
-    4 took 0.97 against 1.07 x the BLAS floor at (256, 1024, 1024), 1.00
-    against 1.06 at (1024, 1024, 1024) and 1.00 against 1.01 at (4096, 1024,
-    1024) in float64.
+    none smaller than MIN_TASK_WORK: every task repacks, so more tasks than
+    CPUs only cost.
     """
     cdef Tiles t
     cdef Py_ssize_t most = tasks, big = 1LL << 35, mt, nt, kt, cost_m, cost_n, cost_k, best
@@ -116,10 +113,7 @@ cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t ta
         cost_n = kt * mt if nt >= 2 * MIN_SIDE else -1
         # A slice of k also costs a parallel pass to add the partials, which
         # only pays off when k dominates the task's other sides (dW = x^T dy
-        # over many rows).  Halves of k against halves of m on two cores, in
-        # float64: 1-2% slower at k = 4m (m = n = 1024; float32 as fast either
-        # way), as fast at 8m (m = n = 1024 and 512), 5% faster at 32m
-        # (m = n = 512).
+        # over many rows).
         cost_k = 2 * mt * nt if kt >= 2 * MIN_SIDE and kt >= 8 * max(mt, nt) else -1
         best = cost_m
         if cost_n >= 0 and (best < 0 or cost_n < best):

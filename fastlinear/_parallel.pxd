@@ -19,8 +19,8 @@ cdef extern from "Python.h":
 # into, into one int.
 cdef enum:
     SERIAL = 0    # on the calling thread (products cut as TILED cuts them, run in turn)
-    BLOCKED = 1   # OpenMP over cache-sized row blocks, backward fused per block
-    TILED = 2     # OpenMP over the tasks of each product
+    BLOCKED = 1   # threads over cache-sized row blocks, backward fused per block
+    TILED = 2     # threads over the tasks of each product
 
 
 cdef inline int plan_path(int plan) noexcept nogil:

@@ -117,7 +117,7 @@ MUTANTS = [
        "not ops.act:\n        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2]",
        "not ops.act:\n        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[1]"),
     _m("tiled-dx-flag", "_backward.pyx", "NULL, accumulate[0], dx", "NULL, accumulate[1], dx"),
-    _m("dx-copy-of-WT-ld", "_backward.pyx", "WTp, b'N', ops.M_in", "WTp, b'N', ops.M_out"),
+    _m("dx-copy-of-WT-ld", "_backward.pyx", "WT, b'N', ops.M_in", "WT, b'N', ops.M_out"),
     _m("dx-copy-of-WT-from-any-W", "_backward.pyx", "dx is not None and tW == b'N'",
        "dx is not None"),
     _m("dx-W-not-transposed", "_backward.pyx", "ops.tWT, ops.ldWT = other_trans(tW), ldW",
