@@ -100,10 +100,26 @@ def _make_plan(kind, path, small_kernels, backend):
     return _parallel.make_plan(path, small_kernels and tiles, _gemm.machine_tasks(), backend)
 
 
+# OpenBLAS cores with small-matrix GEMM kernels, which the built-in plans cut
+# mid-size products for.
+_SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+
+
+def _has_small_kernels(lib):
+    info = lib.info()
+    return (info.get("internal_api") == "openblas"
+            and str(info.get("architecture", "")).lower() in _SMALL_KERNEL_CORES)
+
+
+def small_kernels():
+    """Whether every BLAS that SciPy's cython_blas may use has small-matrix kernels."""
+    libs = blas_threads.libraries()
+    return bool(libs) and all(map(_has_small_kernels, libs))
+
+
 def default_plan(kind, N, M_in, M_out):
     """The built-in plan: fixed rules on the shape (see _api.default_path)."""
-    blas_threads.libraries()  # settles blas_threads.small_kernels
-    return _make_plan(kind, _api.default_path(N, M_in, M_out), blas_threads.small_kernels,
+    return _make_plan(kind, _api.default_path(N, M_in, M_out), small_kernels(),
                       backends.default())
 
 

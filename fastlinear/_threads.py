@@ -65,17 +65,6 @@ def check_threads(n):
     return n
 
 
-# OpenBLAS cores with small-matrix GEMM kernels, which the built-in plans cut
-# mid-size products for (see fastlinear._plans).
-_SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
-
-
-def _has_small_kernels(lib):
-    info = lib.info()
-    return (info.get("internal_api") == "openblas"
-            and str(info.get("architecture", "")).lower() in _SMALL_KERNEL_CORES)
-
-
 def _version(text):
     """(major, minor) of a version string."""
     return tuple(int("".join(c for c in part if c.isdigit()) or 0)
@@ -168,7 +157,6 @@ class BlasThreads:
     def __init__(self):
         self._lock = threading.Lock()
         self._libs = None
-        self.small_kernels = False  # whether every held BLAS has small-matrix kernels
         self._shared = self._per_thread = ()
         self._active = 0
         self._saved = ()
@@ -190,7 +178,6 @@ class BlasThreads:
                    if os.path.realpath(lib.filepath).startswith((scipy_dir + os.sep,
                                                                  scipy_dir + ".libs" + os.sep))]
             libs = own or blas
-            self.small_kernels = bool(libs) and all(map(_has_small_kernels, libs))
             self._use_controls(map(_thread_controls, libs))
             self._libs = libs
         return self._libs

@@ -71,7 +71,7 @@ def test_default_path(shape, path):
 ])
 def test_small_kernel_detection(info, expected):
     """Mid-size products are cut for small-matrix kernels only on BLAS cores that have them."""
-    from fastlinear._threads import _has_small_kernels
+    from fastlinear._plans import _has_small_kernels
     assert _has_small_kernels(_FakeBlas(**info)) is expected
 
 
