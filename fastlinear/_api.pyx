@@ -7,6 +7,7 @@ the arrays' headers at C level: on small arrays they are most of a call's
 time.
 """
 import math
+import numbers
 from collections import namedtuple
 
 import numpy as np
@@ -521,7 +522,7 @@ cpdef forward_planned(x, W, b, activation, out, z, num_threads, int plan):
 
 def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=False,
                     bias=True, need_dx=True, need_dW=True, dx=None, dW=None, db=None,
-                    dz=None, accumulate=False, num_threads=None):
+                    dz=None, accumulate=False, lr=None, b=None, num_threads=None):
     """Gradients of y = f(x @ W + b) given dy = dL/dy.
 
     With dz = dy * f'(x @ W + b) (dz = dy without an activation): dx = dz @ W.T,
@@ -561,12 +562,23 @@ def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=F
         Add the gradients into the given buffers (like PyTorch's ``.grad``)
         instead of overwriting them.  Gradients given no buffer are returned
         in new arrays either way.
+    lr : float, optional
+        Take one SGD step in place instead of returning dW and db:
+        W -= lr * dW, and b -= lr * db.  The product that computes dW adds
+        it into W directly (C := -lr x^T dz + C), so a training loop writes
+        no dW and makes no pass of its own over W.  dx is computed from W as
+        it was before the step.  W must then be a writeable C-contiguous
+        ndarray; not with ``dW=``, ``db=``, ``accumulate=True`` or
+        ``need_dW=False``.
+    b : ndarray of shape (M_out,), optional
+        With ``lr`` and ``bias=True``: the bias, stepped in place.
     num_threads : int, optional
         Threads for this call; default :func:`fastlinear.get_num_threads`.
 
     Returns
     -------
     Grads(dx, dW, db)
+        With ``lr``, dW and db are None: they went into W and b.
 
     Examples
     --------
@@ -580,14 +592,21 @@ def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=F
     ...                                accumulate=True)
     >>> g.dx is None, g.dW is dW, float(dW.sum())
     (True, True, 24.0)
+    >>> b = np.zeros(2)
+    >>> g = fastlinear.linear_backward(x, W, np.ones((4, 2)), lr=0.1, b=b)
+    >>> W[0], b, g.dW is None
+    (array([0.1, 0.1]), array([-0.4, -0.4]), True)
     """
     return backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, need_dW,
-                            dx, dW, db, dz, accumulate, num_threads, -1)
+                            dx, dW, db, dz, accumulate, num_threads, -1, lr, b)
 
 
 cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, need_dW,
-                       dx, dW, db, dz, accumulate, num_threads, int plan):
+                       dx, dW, db, dz, accumulate, num_threads, int plan, lr=None, b=None):
     """linear_backward with a given plan (see fastlinear._plans), or the planner's if -1."""
+    cdef double scale = 1
+    if lr is not None or b is not None:
+        scale = _check_step(lr, b, W, bias, need_dW, dW, db, accumulate)
     cdef int act = activation_code(activation)
     cdef bint gelu = act == GELU or act == GELU_TANH
     saved = z if gelu else y
@@ -630,6 +649,18 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
         _check_grad(db, "db", want_db, None, M_out, typenum, names, x, W, dy, dx, dW, saved)
     if dz is not None:
         _check_dz(dz, act, overwrite_dy, typenum, names, x, W, dy, dx, dW, db, saved)
+    cdef char* lo
+    cdef char* hi
+    if lr is not None:  # W and b are written
+        extent(W, &lo, &hi)
+        _apart(W, lo, hi, "W (stepped by lr)", x, names, 0)
+        _apart(W, lo, hi, "W (stepped by lr)", dy, names, 2)
+        _apart(W, lo, hi, "W (stepped by lr)", dx, names, 3)
+        _apart(W, lo, hi, "W (stepped by lr)", saved, names, 5)
+        if b is not None:
+            _check_out(b, "b", None, M_out, typenum, names, x, W, dy, dx, None, saved)
+            extent(b, &lo, &hi)
+            _apart(b, lo, hi, "b", dz, ("dz",), 0)
     cdef Py_ssize_t N = _rows_of(x)
     if plan < 0:
         plan = _plan_for(4 | want_dx << 1 | want_dW, typenum, N, M_in, M_out)
@@ -649,8 +680,12 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
             _apart_all(dy2, "dy (overwrite_dy=True)", names, x, W, saved)
     cdef bint copy_dx = False, copy_dW = False, copy_db = False
     tdx = _target(dx, N, M_in, typenum, add, &copy_dx) if want_dx else None
-    tdW = _target(dW, M_in, M_out, typenum, add, &copy_dW) if want_dW else None
-    tdb = _target(db, M_out, -1, typenum, add, &copy_db) if want_db else None
+    if lr is None:
+        tdW = _target(dW, M_in, M_out, typenum, add, &copy_dW) if want_dW else None
+        tdb = _target(db, M_out, -1, typenum, add, &copy_db) if want_db else None
+    else:  # dW and db are added into W and b, scaled by -lr
+        tdW = W
+        tdb = _target(b, M_out, -1, typenum, True, &copy_db) if want_db else None
     cdef bint copy_dz = False
     cdef char tdy
     cdef Py_ssize_t lddy
@@ -665,16 +700,47 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
     _hold_blas(hold)
     try:
         backward(x2, W, dy2, tdx, tdW, tdb,
-                 add and dx is not None, add and dW is not None, add and db is not None,
-                 act, saved, overwrite, tdz, plan, threads)
+                 add and dx is not None, add and dW is not None or lr is not None,
+                 add and db is not None or lr is not None,
+                 act, saved, overwrite, tdz, plan, threads, scale)
     finally:
         _release_blas(hold)
     if copy_dz:
         np.copyto(dz, tdz.reshape(dz.shape))  # dz is 2-D wherever dy2 is read transposed
-    cdef tuple args = ((_result(tdx, dx, copy_dx, x, flat), _result(tdW, dW, copy_dW, None, True),
-                        _result(tdb, db, copy_db, None, True)),)
+    cdef tuple args
+    if lr is None:
+        args = ((_result(tdx, dx, copy_dx, x, flat), _result(tdW, dW, copy_dW, None, True),
+                 _result(tdb, db, copy_db, None, True)),)
+    else:
+        if copy_db:
+            np.copyto(b, tdb)
+        args = ((_result(tdx, dx, copy_dx, x, flat), None, None),)
     # What Grads(...) returns, without the call through its Python-level __new__.
     return PyTuple_Type.tp_new(_Grads, <PyObject*>args, NULL)
+
+
+cdef double _check_step(lr, b, W, bias, need_dW, dW, db, accumulate) except? -1:
+    """-lr, once lr= and b= are checked against the rest of an SGD-step call."""
+    if lr is None:
+        raise ValueError("b= is stepped only with lr=; without lr, db is returned "
+                         "(or written into db=)")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a real number, got {lr!r}")
+    if not math.isfinite(lr):
+        raise ValueError(f"lr must be finite, got {lr!r}")
+    if dW is not None or db is not None or accumulate or not need_dW:
+        raise ValueError("lr steps W (and b) in place with dW and db: give no dW= or db= "
+                         "buffer, and keep accumulate=False and need_dW=True")
+    if not (isinstance(W, cnp.ndarray) and cnp.PyArray_ISCARRAY(<cnp.ndarray>W)
+            and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>W)):
+        raise ValueError("with lr, W is stepped in place: it must be a writeable, "
+                         "C-contiguous ndarray in native byte order")
+    if bias and b is None:
+        raise ValueError("with lr and bias=True, give the bias as b= to step it "
+                         "(or bias=False)")
+    if not bias and b is not None:
+        raise ValueError("b= was given but bias=False: there is no db to step it with")
+    return -<double>lr
 
 
 cdef int _check_grad(buf, str name, bint need, like, Py_ssize_t last, int typenum,

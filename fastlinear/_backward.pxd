@@ -2,4 +2,4 @@
 # going through Python.
 cpdef backward(object x, object W, object dy, object dx, object dW, object db,
                bint add_dx, bint add_dW, bint add_db, int act, object saved, bint overwrite_dy,
-               object dz, int plan, int num_threads)
+               object dz, int plan, int num_threads, double scale=*)

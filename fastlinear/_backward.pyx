@@ -67,6 +67,7 @@ cdef struct Operands:
     bint overwrite_dy
     bint is_double
     int backend  # the BLAS of the row-block path's products
+    double scale  # dW and db are scale times the gradients (plus themselves if accumulated)
 
 cdef extern from "_transpose.h":
     void fl_transpose_double(const double* W, Py_ssize_t ldW, Py_ssize_t M_in,
@@ -135,11 +136,11 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
         elif db != NULL:
             colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
         if dx != NULL:
-            gemm(tg, ops.tWT, n, M_in, M_out, g, ldg,
+            gemm(tg, ops.tWT, n, M_in, M_out, 1, g, ldg,
                  WT, ops.ldWT, <floating>accumulate[0], dx + i * M_in, M_in, ops.backend)
         if dW != NULL:
-            gemm(other_trans(ops.tx), tg, M_in, M_out, n, row(x, ops.tx, ops.ldx, i), ops.ldx, g, ldg,
-                 <floating>(i != first), parts_dW + c * M_in * M_out, M_out, ops.backend)
+            gemm(other_trans(ops.tx), tg, M_in, M_out, n, 1, row(x, ops.tx, ops.ldx, i), ops.ldx,
+                 g, ldg, <floating>(i != first), parts_dW + c * M_in * M_out, M_out, ops.backend)
         i += n
 
 
@@ -181,9 +182,10 @@ cdef void _fused(const Operands* ops, const floating* x, const floating* WT, con
     a.parts_dW, a.parts_db, a.dz_work = parts_dW, parts_db, dz_work
     parallel.parallel_for(chunks, parallel.threads_for(num_threads, chunks), _chunk_task, &a)
     if dW != NULL:
-        combine(parts_dW, chunks, ops.M_in * ops.M_out, dW, accumulate[1], num_threads)
+        combine(parts_dW, chunks, ops.M_in * ops.M_out, dW, accumulate[1], ops.scale,
+                num_threads)
     if db != NULL:
-        combine(parts_db, chunks, ops.M_out, db, accumulate[2], num_threads)
+        combine(parts_db, chunks, ops.M_out, db, accumulate[2], ops.scale, num_threads)
 
 
 cdef void _separate(const Operands* ops, const floating* x, const floating* WT, const floating* dy,
@@ -199,14 +201,14 @@ cdef void _separate(const Operands* ops, const floating* x, const floating* WT, 
     cdef char tg = ops.tdy
     cdef Py_ssize_t ldg = ops.lddy
     if ops.act and ops.overwrite_dy:
-        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], db_work, num_threads,
-                    ops.act, <const floating*>ops.saved, <floating*>dy, s0, s1)
+        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], ops.scale, db_work,
+                    num_threads, ops.act, <const floating*>ops.saved, <floating*>dy, s0, s1)
     elif ops.act:  # the caller's dz or scratch
         if ops.dz != NULL:
             dz_work = <floating*>ops.dz
         ldg = ops.M_out if ops.tdy == b'N' else ops.N
-        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], db_work, num_threads,
-                    ops.act, <const floating*>ops.saved, dz_work, ldg if ops.tdy == b'N' else 1,
+        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], ops.scale, db_work,
+                    num_threads, ops.act, <const floating*>ops.saved, dz_work, ldg if ops.tdy == b'N' else 1,
                     1 if ops.tdy == b'N' else ldg)
         g = dz_work
     if dx != NULL:
@@ -218,12 +220,17 @@ cdef void _separate(const Operands* ops, const floating* x, const floating* WT, 
     if dW != NULL:
         products[count] = product(other_trans(ops.tx), tg, ops.M_in, ops.M_out, ops.N, x, ops.ldx, g, ldg,
                            <floating*>NULL, accumulate[1], dW, ops.M_out, work, setting, 0,
-                           <floating*>NULL)
+                           <floating*>NULL, ops.scale)
         count += 1
-    gemm_products(products, count, num_threads)
+    if count == 2 and <const void*>dW == <const void*>WT:
+        # dW is W itself (an SGD step) and dx reads W: dx must be done first.
+        gemm_products(products, 1, num_threads)
+        gemm_products(products + 1, 1, num_threads)
+    else:
+        gemm_products(products, count, num_threads)
     if db != NULL and not ops.act:
-        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], db_work, num_threads,
-                    0, <const floating*>NULL, <floating*>NULL, 0, 0)
+        column_sums(dy, s0, s1, ops.N, ops.M_out, db, accumulate[2], ops.scale, db_work,
+                    num_threads, 0, <const floating*>NULL, <floating*>NULL, 0, 0)
 
 
 cdef void _run(Operands* ops, bint transpose, bint fused, const floating* x, const floating* W,
@@ -246,8 +253,10 @@ cdef void _run(Operands* ops, bint transpose, bint fused, const floating* x, con
 
 cpdef backward(object x, object W, object dy, object dx, object dW, object db,
                bint add_dx, bint add_dW, bint add_db, int act, object saved, bint overwrite_dy,
-               object dz, int plan, int num_threads):
-    """Write the requested gradients, or add them where add_dx, add_dW, add_db say so.
+               object dz, int plan, int num_threads, double scale=1):
+    """Write the requested gradients, or add them where add_dx, add_dW, add_db say so;
+    dW and db are multiplied by ``scale`` first.  dW may be W itself (then
+    C-contiguous): dx is computed from W before dW is added into it.
 
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
     reads in place; dx, dW and db are None (not wanted) or C-contiguous
@@ -290,6 +299,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
                          "in dtype and shape")
     ops.act, ops.saved, ops.overwrite_dy = act, data(saved) if act else NULL, overwrite_dy
     ops.dz = data(dz)
+    ops.scale = scale
     cdef bint is_double = typenum == cnp.NPY_DOUBLE
     ops.is_double = is_double
     cdef TaskSetting setting = setting_of(plan)

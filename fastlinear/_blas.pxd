@@ -13,8 +13,9 @@ cdef enum:
     BACKENDS = 4
 
 cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-               const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
-               floating beta, floating* C, Py_ssize_t ldC, int backend) noexcept nogil
+               floating alpha, const floating* A, Py_ssize_t ldA, const floating* B,
+               Py_ssize_t ldB, floating beta, floating* C, Py_ssize_t ldC,
+               int backend) noexcept nogil
 
 cdef const floating* row(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t i) noexcept nogil
 cdef const floating* col(const floating* A, char trans, Py_ssize_t ld, Py_ssize_t j) noexcept nogil

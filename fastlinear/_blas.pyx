@@ -57,34 +57,35 @@ cdef const floating* col(const floating* A, char trans, Py_ssize_t ld, Py_ssize_
     return A + j if trans == b'N' else A + j * ld
 
 
-cdef void _gemm_call(char transA, char transB, int m, int n, int k,
+cdef void _gemm_call(char transA, char transB, int m, int n, int k, floating alpha,
                      const floating* A, int ldA, const floating* B, int ldB,
                      floating beta, floating* C, int ldC, int backend) noexcept nogil:
-    cdef floating one = 1
     if floating is double:
-        _dgemm[backend](&transB, &transA, &n, &m, &k, &one, <double*>B, &ldB,
+        _dgemm[backend](&transB, &transA, &n, &m, &k, &alpha, <double*>B, &ldB,
                         <double*>A, &ldA, &beta, C, &ldC)
     else:
-        _sgemm[backend](&transB, &transA, &n, &m, &k, &one, <float*>B, &ldB,
+        _sgemm[backend](&transB, &transA, &n, &m, &k, &alpha, <float*>B, &ldB,
                         <float*>A, &ldA, &beta, C, &ldC)
 
 
 cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-               const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
-               floating beta, floating* C, Py_ssize_t ldC, int backend) noexcept nogil:
-    """C (m x n) = op(A) (m x k) @ op(B) (k x n) + beta C, all row-major, by
-    the ?gemm of ``backend`` (SciPy's if that one is not registered).
+               floating alpha, const floating* A, Py_ssize_t ldA, const floating* B,
+               Py_ssize_t ldB, floating beta, floating* C, Py_ssize_t ldC,
+               int backend) noexcept nogil:
+    """C (m x n) := alpha op(A) (m x k) @ op(B) (k x n) + beta C, all row-major,
+    by the ?gemm of ``backend`` (SciPy's if that one is not registered).
 
     beta is 0 (C is overwritten, never read, so garbage or NaN in it does
     not leak) or 1 (accumulate).  Leading dimensions must already be at most
     BLAS_INT_MAX; m, n and k may exceed it.
     """
-    _split_gemm(transA, transB, m, n, k, A, ldA, B, ldB, beta, C, ldC, backend, BLAS_INT_MAX)
+    _split_gemm(transA, transB, m, n, k, alpha, A, ldA, B, ldB, beta, C, ldC, backend,
+                BLAS_INT_MAX)
 
 
 cdef void _split_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
-                      floating beta, floating* C, Py_ssize_t ldC, int backend,
+                      floating alpha, const floating* A, Py_ssize_t ldA, const floating* B,
+                      Py_ssize_t ldB, floating beta, floating* C, Py_ssize_t ldC, int backend,
                       Py_ssize_t limit) noexcept nogil:
     """gemm, in calls whose m, n and k are at most ``limit``."""
     cdef Py_ssize_t i, j, i0, j0, k0, mb, nb, kb
@@ -112,7 +113,7 @@ cdef void _split_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_s
             beta_k = beta
             while k0 < k:
                 kb = min(k - k0, limit)
-                _gemm_call(transA, transB, <int>mb, <int>nb, <int>kb,
+                _gemm_call(transA, transB, <int>mb, <int>nb, <int>kb, alpha,
                            col(row(A, transA, ldA, i0), transA, ldA, k0), <int>ldA,
                            col(row(B, transB, ldB, k0), transB, ldB, j0), <int>ldB,
                            beta_k, C + i0 * ldC + j0, <int>ldC, backend)
@@ -137,10 +138,10 @@ def _split_product(A, B, C, bint accumulate, Py_ssize_t limit):
             and typenum in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE) and A.dtype == B.dtype == C.dtype):
         raise ValueError("A (m, k), B (k, n) and C (m, n) of one float dtype, and limit >= 1")
     if typenum == cnp.NPY_DOUBLE:
-        _split_gemm(tA, tB, m, n, k, <double*>data(A), ldA, <double*>data(B), ldB,
+        _split_gemm(tA, tB, m, n, k, 1.0, <double*>data(A), ldA, <double*>data(B), ldB,
                     <double>accumulate, <double*>data(C), n, SCIPY_BLAS, limit)
     else:
-        _split_gemm(tA, tB, m, n, k, <float*>data(A), ldA, <float*>data(B), ldB,
+        _split_gemm(tA, tB, m, n, k, 1.0, <float*>data(A), ldA, <float*>data(B), ldB,
                     <float>accumulate, <float*>data(C), n, SCIPY_BLAS, limit)
 
 

@@ -68,13 +68,16 @@ cdef Py_ssize_t column_sums_workspace(Py_ssize_t N, Py_ssize_t M_out) noexcept n
 
 
 cdef void _combine_block(Py_ssize_t blk, const partial_t* parts, Py_ssize_t chunks,
-                         Py_ssize_t width, floating* out, bint accumulate) noexcept nogil:
+                         Py_ssize_t width, floating* out, bint accumulate,
+                         double scale) noexcept nogil:
     cdef Py_ssize_t e, c
     cdef double s
     for e in range(blk * COLS, min((blk + 1) * COLS, width)):
-        s = out[e] if accumulate else 0.0
+        s = out[e] if accumulate and scale == 1 else 0.0
         for c in range(chunks):
             s = s + parts[c * width + e]
+        if scale != 1:
+            s = scale * s + (out[e] if accumulate else 0.0)
         out[e] = <floating>s
 
 
@@ -84,6 +87,7 @@ cdef struct Combine:
     const void* parts
     void* out
     Py_ssize_t chunks, width
+    double scale
     bint accumulate, out_double, parts_double
 
 
@@ -91,21 +95,23 @@ cdef void _combine_task(Py_ssize_t blk, void* arg) noexcept nogil:
     cdef Combine* a = <Combine*>arg
     if a.out_double:
         _combine_block(blk, <const double*>a.parts, a.chunks, a.width, <double*>a.out,
-                       a.accumulate)
+                       a.accumulate, a.scale)
     elif a.parts_double:
         _combine_block(blk, <const double*>a.parts, a.chunks, a.width, <float*>a.out,
-                       a.accumulate)
+                       a.accumulate, a.scale)
     else:
         _combine_block(blk, <const float*>a.parts, a.chunks, a.width, <float*>a.out,
-                       a.accumulate)
+                       a.accumulate, a.scale)
 
 
 cdef void combine(const partial_t* parts, Py_ssize_t chunks, Py_ssize_t width,
-                  floating* out, bint accumulate, int num_threads) noexcept nogil:
-    """out[e] (+)= sum over c of parts[c, e], added in chunk order in float64."""
+                  floating* out, bint accumulate, double scale, int num_threads) noexcept nogil:
+    """out[e] = scale * (sum over c of parts[c, e]) (+ out[e] if ``accumulate``),
+    added in chunk order in float64."""
     cdef Py_ssize_t blocks = parallel.ceil_div(width, COLS)
     cdef Combine a
     a.parts, a.out, a.chunks, a.width, a.accumulate = parts, out, chunks, width, accumulate
+    a.scale = scale
     a.out_double, a.parts_double = floating is double, partial_t is double
     parallel.parallel_for(blocks, parallel.threads_for(num_threads, blocks), _combine_task, &a)
 
@@ -159,9 +165,10 @@ cdef void _sum_block(Py_ssize_t t, const Sums* g, const floating* dy) noexcept n
 
 cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
                       Py_ssize_t N, Py_ssize_t M_out, floating* db, bint accumulate,
-                      double* work, int num_threads, int act, const floating* saved,
+                      double scale, double* work, int num_threads, int act, const floating* saved,
                       floating* dz, Py_ssize_t t0, Py_ssize_t t1) noexcept nogil:
-    """db (+)= column sums of the N x M_out matrix dy (element strides s0, s1).
+    """db = scale * column sums of the N x M_out matrix dy (element strides s0,
+    s1), plus db if ``accumulate``.
 
     With an activation ``act``, dz (element strides t0, t1; it may be dy)
     = dy * f'(saved) first, and db (if not NULL) sums dz.  ``work`` holds
@@ -177,4 +184,4 @@ cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
     parallel.parallel_for(a.chunks * a.blocks,
                           parallel.threads_for(num_threads, a.chunks * a.blocks), _sum_task, &a)
     if db != NULL:
-        combine(work, a.chunks, M_out, db, accumulate, num_threads)
+        combine(work, a.chunks, M_out, db, accumulate, scale, num_threads)

@@ -27,7 +27,7 @@ cdef void _rows(const floating* x, char tx, Py_ssize_t ldx,
     if b != NULL:
         for i in range(i0, i1):
             memcpy(y + i * M_out, b, M_out * sizeof(floating))
-    gemm(tx, tW, i1 - i0, M_out, M_in, row(x, tx, ldx, i0), ldx, W, ldW,
+    gemm(tx, tW, i1 - i0, M_out, M_in, 1, row(x, tx, ldx, i0), ldx, W, ldW,
          <floating>(1 if b != NULL else 0), y + i0 * M_out, M_out, backend)
     if act or z != NULL:
         activate(act, y + i0 * M_out, M_out, i1 - i0, M_out,

@@ -22,6 +22,7 @@ cdef struct Product:
     void* work
     void* aux   # NULL, or C's values before the activation (C-contiguous, m x n)
     int act     # applied to C once its product is complete (see _epilogue)
+    double alpha  # C := alpha op(A) op(B) (+ C if accumulate, + bias)
     bint accumulate, is_double
     TaskSetting setting
 
@@ -33,6 +34,7 @@ cdef Py_ssize_t product_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
                      const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC,
-                     floating* work, TaskSetting setting, int act, floating* aux) noexcept nogil
+                     floating* work, TaskSetting setting, int act, floating* aux,
+                     double alpha=*) noexcept nogil
 
 cdef void gemm_products(const Product* p, Py_ssize_t count, int num_threads) noexcept nogil

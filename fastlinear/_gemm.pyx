@@ -181,7 +181,7 @@ cdef void _task(Py_ssize_t t, Tiles tiles, const Product* prod, const floating* 
     elif bias != NULL:
         for i in range(i0, i1):
             memcpy(C + i * ld + j0, bias + j0, (j1 - j0) * sizeof(floating))
-    gemm(prod.transA, prod.transB, i1 - i0, j1 - j0, k1 - k0,
+    gemm(prod.transA, prod.transB, i1 - i0, j1 - j0, k1 - k0, <floating>prod.alpha,
          col(row(A, prod.transA, prod.ldA, i0), prod.transA, prod.ldA, k0), prod.ldA,
          col(row(B, prod.transB, prod.ldB, k0), prod.transB, prod.ldB, j0), prod.ldB,
          beta, out + i0 * ld + j0, ld, prod.setting.backend)
@@ -282,8 +282,9 @@ cdef void gemm_products(const Product* prod, Py_ssize_t count, int num_threads) 
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                      const floating* A, Py_ssize_t ldA, const floating* B, Py_ssize_t ldB,
                      const floating* bias, bint accumulate, floating* C, Py_ssize_t ldC,
-                     floating* work, TaskSetting setting, int act, floating* aux) noexcept nogil:
-    """C (m x n) = f(op(A) op(B), plus C if ``accumulate``, plus ``bias`` (length n) if given).
+                     floating* work, TaskSetting setting, int act, floating* aux,
+                     double alpha=1) noexcept nogil:
+    """C (m x n) = f(alpha op(A) op(B), plus C if ``accumulate``, plus ``bias`` (length n) if given).
 
     f is the activation ``act``, applied by the task that completes a tile
     while it is in cache; ``aux``, if not NULL, receives C before f.
@@ -299,5 +300,5 @@ cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ss
     prod.accumulate, prod.C, prod.ldC, prod.work = accumulate, C, ldC, work
     prod.is_double = floating is double
     prod.setting = setting
-    prod.act, prod.aux = act, aux
+    prod.act, prod.aux, prod.alpha = act, aux, alpha
     return prod
