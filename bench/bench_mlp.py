@@ -4,15 +4,19 @@ A step is the forward pass through every layer (ReLU between layers), softmax
 cross-entropy, the backward pass and an SGD update of every weight and bias,
 on synthetic data.  Peers, interleaved round by round in one process:
 
-* fastlinear - linear_forward / linear_backward into preallocated buffers
+* fastlinear - linear_forward / linear_backward into preallocated buffers, each
+               backward taking its layer's SGD step (lr=, b=)
 * numpy      - the same loop with np.matmul(..., out=) (the best NumPy allows)
 * torch      - torch.nn.Sequential + torch.optim.SGD, if PyTorch is installed
 * sklearn    - MLPClassifier(solver="sgd").partial_fit on the batch, if installed
+* fl-grads   - fastlinear's layers returning dW and db into buffers, stepped
+               by the NumPy loop's own update
 
-Both array loops share everything but the layers: preallocated buffers, the
-loss and the update; the first layer computes no dx.  fastlinear's layers fuse
-their ReLU (forward and backward); NumPy's write ReLU and its mask in place.  Each
-ratio is the median over rounds of (fastlinear time / peer time) in a round.
+The array loops share everything but the layers: preallocated buffers and the
+loss; numpy and fl-grads also share the update.  The first layer computes no
+dx.  fastlinear's layers fuse their ReLU (forward and backward); NumPy's write
+ReLU and its mask in place.  Each ratio is the median over rounds of
+(fastlinear time / peer time) in a round.
 
 ``--parity`` also times the NumPy loop's matrix products alone and the loss and
 update alone.  Their sum over the NumPy step ("parity") is what fastlinear's
@@ -107,19 +111,33 @@ class ArrayMLP:
 
 
 class FastlinearMLP(ArrayMLP):
-    """ReLU fused into the layers; dy of a hidden layer is overwritten with dz."""
+    """ReLU fused into the layers; dy of a hidden layer is overwritten with dz;
+    each backward takes the SGD step of its W and b itself (lr=)."""
 
     def forward(self, i, h):
         fastlinear.linear_forward(h, self.W[i], self.b[i], out=self.y[i], num_threads=self.threads,
                                   activation="relu" if i < self.last else None)
 
-    def backward(self, i):
+    def backward(self, i, **step):
         hidden = i < self.last
+        step = step or {"lr": self.learning_rate, "b": self.b[i]}
         fastlinear.linear_backward(self.input_of(i), self.W[i], self.dy[i],
                                    activation="relu" if hidden else None,
                                    y=self.y[i] if hidden else None, overwrite_dy=hidden,
                                    need_dx=i > 0, dx=self.dy[i - 1] if i > 0 else None,
-                                   dW=self.dW[i], db=self.db[i], num_threads=self.threads)
+                                   num_threads=self.threads, **step)
+
+    def update(self):
+        pass  # done by each backward
+
+
+class FastlinearGradsMLP(FastlinearMLP):
+    """The same layers returning dW and db, which the NumPy loop's update applies."""
+
+    def backward(self, i):
+        super().backward(i, dW=self.dW[i], db=self.db[i])
+
+    update = ArrayMLP.update
 
 
 class NumpyMLP(ArrayMLP):
@@ -236,7 +254,8 @@ PARITY_PARTS = {"numpy products": NumpyProducts, "loss and update": SharedCode}
 
 def run_config(sizes, batch, dtype, threads, peers, budget, max_rounds, settle, parity):
     fns = {"fastlinear": FastlinearMLP(sizes, batch, dtype, threads).step,
-           "numpy": NumpyMLP(sizes, batch, dtype, threads).step}
+           "numpy": NumpyMLP(sizes, batch, dtype, threads).step,
+           "fl-grads": FastlinearGradsMLP(sizes, batch, dtype, threads).step}
     if parity:
         fns.update((name, part(sizes, batch, dtype, threads).step)
                    for name, part in PARITY_PARTS.items())
@@ -357,9 +376,9 @@ def main(argv=None):
             "blas": threadpool_info(), "time": datetime.datetime.now().isoformat()}
     print(f"fastlinear {fastlinear.__version__} on {info['cpu']}, {info['cpus']} CPUs, "
           f"default threads {info['threads']}; peers: {', '.join(['numpy'] + peers)}")
-    names = ["fastlinear", "numpy"] + peers
+    names = ["fastlinear", "numpy"] + peers + ["fl-grads"]
     print(f"{'MLP, batch':>22} {'dtype':8}{'thr':>4}" + "".join(f"{n + ' ms':>14}" for n in names)
-          + "".join(f"{'/' + n:>9}" for n in names[1:]) + (f"{'parity':>9}" if args.parity else ""),
+          + "".join(f"{'/' + n:>10}" for n in names[1:]) + (f"{'parity':>9}" if args.parity else ""),
           flush=True)
     rows = []
     for sizes, batch in configs:
@@ -370,7 +389,7 @@ def main(argv=None):
                 rows.append(row)
                 print(f"{label(row):>22} {dtype:8}{row['threads']:>4}"
                       + "".join(f"{row['median_s'][n] * 1e3:14.3f}" for n in names)
-                      + "".join(f"{row['ratio'][n]:9.3f}" for n in names[1:])
+                      + "".join(f"{row['ratio'][n]:10.3f}" for n in names[1:])
                       + (f"{row['parity']:9.3f}" if args.parity else ""), flush=True)
     report("mlp", args.out, info, rows, check_targets(rows), plot)
 

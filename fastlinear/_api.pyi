@@ -41,6 +41,8 @@ def linear_backward(
     db: Optional[_Float] = None,
     dz: Optional[_Float] = None,
     accumulate: bool = False,
+    lr: Optional[float] = None,
+    b: Optional[_Float] = None,
     num_threads: Optional[int] = None,
 ) -> Grads: ...
 def check_forward(x: Any, W: Any, b: Any = None) -> np.dtype[Any]: ...
@@ -55,7 +57,7 @@ def forward_planned(
 def backward_planned(
     x: Any, W: Any, dy: Any, activation: Any, y: Any, z: Any, overwrite_dy: Any, bias: Any,
     need_dx: Any, need_dW: Any, dx: Any, dW: Any, db: Any, dz: Any, accumulate: Any,
-    num_threads: Any, plan: int,
+    num_threads: Any, plan: int, lr: Any = None, b: Any = None,
 ) -> Grads: ...
 def _float_array(a: Any, name: str) -> _Float: ...
 

@@ -119,8 +119,13 @@ class Linear:
 
     __call__ = forward
 
-    def backward(self, dy, *, need_dx=True, num_threads=None):
-        """Add this step's gradients into dW and db; return dx (None if not needed)."""
+    def backward(self, dy, *, need_dx=True, lr=None, num_threads=None):
+        """Add this step's gradients into dW and db; return dx (None if not needed).
+
+        With ``lr``, take an SGD step instead, W -= lr * dW and b -= lr * db
+        with this step's gradients, inside the call (see
+        :func:`fastlinear.linear_backward`); dW and db are left as they are.
+        """
         x = getattr(self._pending, "x", None)
         if x is None:
             raise RuntimeError("backward() called before forward() in this thread, or "
@@ -129,9 +134,11 @@ class Linear:
         if self.activation is not None:
             saved["z" if self.activation in NEEDS_Z else "y"] = self._pending.saved
         with self._grad_lock:
+            into = (dict(dW=self.dW, db=self.db, accumulate=True) if lr is None
+                    else dict(lr=lr, b=self.b))
             grads = linear_backward(x, self.W, dy, activation=self.activation, **saved,
-                                    bias=self.b is not None, need_dx=need_dx, dW=self.dW,
-                                    db=self.db, accumulate=True, num_threads=num_threads)
+                                    bias=self.b is not None, need_dx=need_dx, **into,
+                                    num_threads=num_threads)
         self._pending.x = self._pending.saved = None
         return grads.dx
 

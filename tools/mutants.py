@@ -40,6 +40,7 @@ MATH_FIRST = ("tests/test_math.py", "tests/test_properties.py", "tests/test_erro
 # The tests of each source, where not API_FIRST.
 ACTIVATION_TESTS = ("tests/test_activations.py",)
 PLAN_TESTS = ("tests/test_plans.py",)
+STEP_TESTS = ("tests/test_step.py",)
 TESTS_OF = {"fastlinear/dask.py": ("tests/test_dask.py",),
             **{f"fastlinear/{k}.pyx": MATH_FIRST
                for k in ("_blas", "_colsum", "_gemm", "_forward", "_backward")}}
@@ -158,6 +159,17 @@ MUTANTS = [
        'return _apart(dz, lo, hi, "dz", db, ("db",), 0)', "return 0", tests=ACTIVATION_TESTS),
     _m("saved-overlap-unchecked", "_api.pyx", "_apart(a, lo, hi, name, saved, names, 5)", "0",
        tests=ACTIVATION_TESTS),
+    # The SGD step (lr=): dW added into W by its product, db into b.
+    _m("step-dx-after-W-written", "_backward.pyx",
+       "if count == 2 and <const void*>dW == <const void*>WT:", "if False:", tests=STEP_TESTS),
+    _m("step-alpha-dropped", "_gemm.pyx", "k1 - k0, <floating>prod.alpha,", "k1 - k0, 1,",
+       tests=STEP_TESTS),
+    _m("step-combine-unscaled", "_colsum.pyx", "s = scale * s + (out[e] if accumulate else 0.0)",
+       "s = s + (out[e] if accumulate else 0.0)", tests=STEP_TESTS),
+    _m("step-b-not-accumulated", "_api.pyx", "add and db is not None or lr is not None",
+       "add and db is not None", tests=STEP_TESTS),
+    _m("step-W-dy-overlap-unchecked", "_api.pyx",
+       '_apart(W, lo, hi, "W (stepped by lr)", dy, names, 2)', "0", tests=STEP_TESTS),
     # Plans (run against the planner's tests).
     _m("plan-file-identity-unchecked", "_plans.py", 'if data.get("identity") != self.identity():',
        "if False:", tests=PLAN_TESTS),
