@@ -19,10 +19,11 @@ ReLU and its mask in place.  Each ratio is the median over rounds of
 (fastlinear time / peer time) in a round.
 
 ``--parity`` also times the NumPy loop's matrix products alone and the loss and
-update alone.  Their sum over the NumPy step ("parity") is what fastlinear's
-step would come to, relative to NumPy's, if its products ran exactly as fast
-as NumPy's and its bias, activation and db cost nothing.  Below parity,
-fastlinear's products beat NumPy's; a target below parity needs them to.
+update alone.  Their sum over the NumPy step ("parity") is what a loop with
+NumPy's update would come to, relative to NumPy's, if its products ran
+exactly as fast as NumPy's and its bias, activation and db cost nothing.
+Below parity, fastlinear's products beat NumPy's or its step saves the
+update's passes.
 
 Run ``python bench/bench_mlp.py --help`` for options.  Results go to
 bench/results/: mlp-<time>.json with every figure and mlp-<time>.png.
@@ -190,7 +191,7 @@ class NumpyProducts(NumpyMLP):
 
 
 class SharedCode(ArrayMLP):
-    """What both loops run besides their layers: the loss and the SGD update."""
+    """What the NumPy loop runs besides its layers: the loss and the SGD update."""
 
     def __init__(self, sizes, batch, dtype, threads):
         super().__init__(sizes, batch, dtype, threads)
@@ -245,10 +246,8 @@ def sklearn_step(sizes, batch, dtype):
     return step
 
 
-# The --parity parts: the NumPy loop's products alone and the code that both
-# array loops share.  Their sum over the NumPy step is the ratio fastlinear
-# would reach with products exactly as fast as NumPy's and its own bias,
-# activation and db free.
+# The --parity parts: the NumPy loop's products alone, and its loss and update
+# alone (see the module's docstring).
 PARITY_PARTS = {"numpy products": NumpyProducts, "loss and update": SharedCode}
 
 
