@@ -262,7 +262,6 @@ def test_dz_buffer(rng, order, dy_order):
 def test_dz_buffer_errors(rng):
     x, W, dy = make(rng, (6, 4), np.float64), make(rng, (4, 3), np.float64), make(rng, (6, 3), np.float64)
     y = fastlinear.linear_forward(x, W, activation="relu")
-    db = np.empty(3)
     with pytest.raises(ValueError, match="no activation"):
         fastlinear.linear_backward(x, W, dy, dz=np.empty_like(dy))
     with pytest.raises(ValueError, match="not both"):

@@ -1,7 +1,7 @@
 """Bad input: a clear TypeError or ValueError, raised before anything is written."""
 import numpy as np
 import pytest
-from _helpers import DTYPES, arrays, assert_close, make, reference
+from _helpers import DTYPES, arrays, assert_close, reference
 
 import fastlinear
 from fastlinear import linear_backward, linear_forward
