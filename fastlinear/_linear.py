@@ -34,8 +34,9 @@ class Linear:
         Bias, initialised like W.
     dW, db : ndarray
         Gradients, accumulated by every :meth:`backward` (like PyTorch's
-        ``.grad``) until :meth:`zero_grad`.  All four arrays are updated in
-        place, so an optimiser may keep references to them.
+        ``.grad``) until :meth:`zero_grad`; ``backward(dy, lr=)`` instead
+        steps W and b by plain SGD inside the call.  All four arrays are
+        updated in place, so an optimiser may keep references to them.
 
     Notes
     -----
