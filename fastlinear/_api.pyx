@@ -651,12 +651,8 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
         _check_dz(dz, act, overwrite_dy, typenum, names, x, W, dy, dx, dW, db, saved)
     cdef char* lo
     cdef char* hi
-    if lr is not None:  # W and b are written
-        extent(W, &lo, &hi)
-        _apart(W, lo, hi, "W (stepped by lr)", x, names, 0)
-        _apart(W, lo, hi, "W (stepped by lr)", dy, names, 2)
-        _apart(W, lo, hi, "W (stepped by lr)", dx, names, 3)
-        _apart(W, lo, hi, "W (stepped by lr)", saved, names, 5)
+    if lr is not None:  # W and b are written: checked as the dW and db buffers would be
+        _check_out(W, "W (stepped by lr)", W, M_out, typenum, names, x, None, dy, dx, None, saved)
         if b is not None:
             _check_out(b, "b", None, M_out, typenum, names, x, W, dy, dx, None, saved)
             extent(b, &lo, &hi)
@@ -712,8 +708,7 @@ cpdef backward_planned(x, W, dy, activation, y, z, overwrite_dy, bias, need_dx, 
         args = ((_result(tdx, dx, copy_dx, x, flat), _result(tdW, dW, copy_dW, None, True),
                  _result(tdb, db, copy_db, None, True)),)
     else:
-        if copy_db:
-            np.copyto(b, tdb)
+        _result(tdb, b, copy_db, None, True)  # a strided b gets its copy back
         args = ((_result(tdx, dx, copy_dx, x, flat), None, None),)
     # What Grads(...) returns, without the call through its Python-level __new__.
     return PyTuple_Type.tp_new(_Grads, <PyObject*>args, NULL)

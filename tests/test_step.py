@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 from _helpers import DTYPES, assert_close, make
-from test_activations import df_ref
+from test_activations import df_ref, problem as activation_problem
 
 import fastlinear
 from fastlinear import _plans
@@ -17,12 +17,7 @@ SHAPES = [(7, 13, 5), (2049, 33, 7), (300, 200, 150), (64, 784, 256), (64, 20000
 def problem(rng, shape, dtype, activation):
     """x, W, b, dy, the saved y (relu) or z (gelu), and the float64 reference
     (W and b after the step, dx from W before it)."""
-    N, M_in, M_out = shape
-    x, dy = make(rng, (N, M_in), dtype), make(rng, (N, M_out), dtype)
-    W = (make(rng, (M_in, M_out), dtype) / np.sqrt(M_in)).astype(dtype)
-    b = make(rng, M_out, dtype)
-    z = x.astype(float) @ W.astype(float) + b
-    dy[np.abs(z) < 1e-3] = 0  # either side of relu's kink
+    x, W, b, dy, z = activation_problem(rng, shape, dtype, True)
     saved = {}
     if activation == "relu":
         saved["y"] = np.maximum(z, 0).astype(dtype)

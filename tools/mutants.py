@@ -170,7 +170,8 @@ MUTANTS = [
     _m("step-b-not-accumulated", "_api.pyx", "add and db is not None or lr is not None",
        "add and db is not None", tests=STEP_TESTS),
     _m("step-W-dy-overlap-unchecked", "_api.pyx",
-       '_apart(W, lo, hi, "W (stepped by lr)", dy, names, 2)', "0", tests=STEP_TESTS),
+       '"W (stepped by lr)", W, M_out, typenum, names, x, None, dy,',
+       '"W (stepped by lr)", W, M_out, typenum, names, x, None, None,', tests=STEP_TESTS),
     # Plans (run against the planner's tests).
     _m("plan-file-identity-unchecked", "_plans.py", 'if data.get("identity") != self.identity():',
        "if False:", tests=PLAN_TESTS),
