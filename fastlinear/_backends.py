@@ -23,9 +23,9 @@ import ctypes
 import os
 import sys
 import threading
-import warnings
 
 from . import _blas
+from ._warn import warn
 
 CHOICES = ("auto", "scipy", "mkl", "openblas")
 SLOTS = {"scipy": 0, "mkl": 1, "openblas": 2}  # where _blas keeps each backend's functions
@@ -44,8 +44,8 @@ def env_choice(name, choices):
     the default, with a warning, if it is something else)."""
     value = os.environ.get(name, "").strip().lower() or choices[0]
     if value not in choices:
-        warnings.warn(f"fastlinear: {name}={value!r} is not one of {choices}; using "
-                      f"{choices[0]!r}", RuntimeWarning, stacklevel=3)
+        warn(f"fastlinear: {name}={value!r} is not one of {choices}; using {choices[0]!r}",
+             cause=("environment", name))
         value = choices[0]
     return value
 
@@ -181,16 +181,15 @@ class Backends:
         if path is None:
             self.missing[name] = f"the {OPTIONAL[name][0]} package is not installed"
             if self.choice == name:
-                warnings.warn(f"fastlinear: {LABELS[name]} was chosen but the "
-                              f"{OPTIONAL[name][0]} package is not installed; SciPy's BLAS "
-                              "computes every product", RuntimeWarning, stacklevel=5)
+                warn(f"fastlinear: {LABELS[name]} was chosen but the {OPTIONAL[name][0]} "
+                     "package is not installed; SciPy's BLAS computes every product")
             return
         try:
             *functions, about = LOADERS[name](path)
         except OSError as e:
             self.missing[name] = f"{path} cannot be used: {e}"
-            warnings.warn(f"fastlinear: not using {LABELS[name]}: {self.missing[name]}; "
-                          "SciPy's BLAS computes every product", RuntimeWarning, stacklevel=5)
+            warn(f"fastlinear: not using {LABELS[name]}: {self.missing[name]}; "
+                 "SciPy's BLAS computes every product")
             return
         _blas.set_backend(SLOTS[name], *functions)
         self._found[name] = about

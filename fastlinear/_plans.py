@@ -17,32 +17,30 @@ results stay identical for every ``num_threads``.
 nothing measured or written) or ``off`` (built-in plans only, no file read).
 ``FASTLINEAR_PLAN_FILE`` pins the file.
 """
-import contextlib
-import hashlib
-import json
 import os
 import platform
-import sys
-import tempfile
+import statistics
 import threading
 import time
-import warnings
 
 import numpy as np
 
-from . import _api, _gemm, _parallel
+from . import _api, _gemm, _parallel, _planfile
 from ._backends import NAMES as BACKEND_NAMES, SLOTS as BACKEND_SLOTS, backends, env_choice
 from ._threads import blas_threads, get_num_threads
 
 MODES = ("measure", "file", "off")
-FORMAT = 2
 # A candidate replaces the built-in plan only when its median is this much
 # faster: a closer call would let the machine's noise choose.
 MARGIN = 0.97
-# Seconds of timed calls per class of problem (at least 2 rounds of every
-# candidate after an untimed one, at most 15), which bounds the time spent
-# planning it to about 3 calls of each candidate where calls are long.
+# Seconds of timed calls screening the candidates of a class of problem (at
+# least 3 rounds of every candidate after an untimed one, at most 25), and
+# twice that confirming the finalists (see measure).
 BUDGET = 0.03
+# tune() plans ahead of time, so it can afford to measure for longer.
+TUNE_BUDGET = 10 * BUDGET
+# A kept plan whose runner-up was within this factor of it is a close call.
+CLOSE_CALL = 1.05
 # Problems below this many multiply-adds always run on the calling thread:
 # waking a second thread and handing the GIL over take microseconds on any
 # machine, as long as such a problem takes on one core.
@@ -53,17 +51,6 @@ MAX_SERIAL_WORK = 1 << 24
 # each block's partial dW outgrows a core's cache.
 MAX_BLOCKED_WEIGHTS = 1 << 14
 PATH_NAMES = {code: name for name, code in _parallel.PATHS.items()}
-
-
-def _cache_dir():
-    """fastlinear's folder in the user's cache directory."""
-    if sys.platform == "win32":
-        root = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
-        return os.path.join(root, "fastlinear", "Cache")
-    if sys.platform == "darwin":
-        return os.path.expanduser("~/Library/Caches/fastlinear")
-    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                        "fastlinear")
 
 
 def cpu_name():
@@ -171,22 +158,25 @@ def _parse_key(key):
 
 
 def _plan_from_json(entry):
-    """A plan from its JSON form {"path", "small_kernels", "tasks", "blas"};
-    ValueError if not one, or if it names a backend this process may not use."""
-    if not (isinstance(entry, dict) and set(entry) == {"path", "small_kernels", "tasks", "blas"}
-            and entry["path"] in _parallel.PATHS and isinstance(entry["small_kernels"], bool)
-            and type(entry["tasks"]) is int and 1 <= entry["tasks"] <= 1024
-            and entry["blas"] in BACKEND_SLOTS
-            and BACKEND_SLOTS[entry["blas"]] in backends.usable()):
-        raise ValueError(entry)
+    """A plan from an entry of the plan file (see _planfile), which has been
+    checked; ValueError if it names a backend this process may not use."""
+    backend = BACKEND_SLOTS[entry["blas"]]
+    if backend not in backends.usable():
+        raise ValueError(f"the {entry['blas']} backend cannot be used here")
     return _parallel.make_plan(_parallel.PATHS[entry["path"]], entry["small_kernels"],
-                               entry["tasks"], BACKEND_SLOTS[entry["blas"]])
+                               entry["tasks"], backend)
 
 
-def plan_to_json(plan):
+def plan_to_json(plan, margin=None, budget=None):
+    """A plan's entry in the plan file; where it was measured, the margin it was
+    kept by (None for a class with one candidate) and its screening budget."""
     path, small_kernels, tasks, backend = _parallel.plan_fields(plan)
-    return {"path": PATH_NAMES[path], "small_kernels": small_kernels, "tasks": tasks,
-            "blas": BACKEND_NAMES[backend]}
+    entry = {"path": PATH_NAMES[path], "small_kernels": small_kernels, "tasks": tasks,
+             "blas": BACKEND_NAMES[backend]}
+    if budget is not None:
+        entry["margin"] = None if margin is None else round(float(margin), 4)
+        entry["budget"] = float(budget)
+    return entry
 
 
 def _problem(kind, dtype, N, M_in, M_out):
@@ -206,32 +196,56 @@ def _problem(kind, dtype, N, M_in, M_out):
         None, False, threads, plan)
 
 
-def measure(kind, dtype, N, M_in, M_out, plans):
-    """The fastest of ``plans`` (the built-in one first) on this machine, and
-    {plan: fastest seconds}; interleaved rounds at the default thread count.
-
-    The fastest of the rounds, not their median: on a shared machine a round
-    is slowed by whatever else runs, never sped up.
-    """
-    call = _problem(kind, dtype, N, M_in, M_out)
+def _timed_rounds(call, plans, rounds):
+    """Per plan, the seconds of each of ``rounds`` interleaved rounds (each
+    round starts at another plan, so none always runs first)."""
     threads = get_num_threads()
-    first = []
-    for plan in plans:  # the untimed first call: pages, BLAS buffers, the thread team
-        t = time.perf_counter()
-        call(plan, threads)
-        first.append(time.perf_counter() - t)
-    rounds = int(min(15, max(2, BUDGET / max(sum(first), 1e-9))))
     times = {plan: [] for plan in plans}
     for r in range(rounds):
         for plan in plans[r % len(plans):] + plans[:r % len(plans)]:
             t = time.perf_counter()
             call(plan, threads)
             times[plan].append(time.perf_counter() - t)
-    fastest = {plan: min(ts) for plan, ts in times.items()}
-    best = min(plans, key=fastest.get)
-    if fastest[best] > MARGIN * fastest[plans[0]]:
+    return times
+
+
+def _paired(times, plan, against):
+    """The median over rounds of plan's time over ``against``'s in the same round."""
+    return statistics.median(t / u for t, u in zip(times[plan], times[against]))
+
+
+def timings(kind, dtype, N, M_in, M_out, plans, budget):
+    """Per plan, the seconds of interleaved rounds of a call of this class, for
+    about ``budget`` seconds (at least 3 rounds) after an untimed call of each."""
+    call = _problem(kind, dtype, N, M_in, M_out)
+    first = _timed_rounds(call, plans, 1)  # pages, BLAS buffers, the thread team
+    once = sum(ts[0] for ts in first.values())
+    return call, _timed_rounds(call, plans, int(max(3, min(budget / BUDGET * 25,
+                                                            budget / max(once, 1e-9)))))
+
+
+def measure(kind, dtype, N, M_in, M_out, plans, budget=BUDGET):
+    """The plan to keep of ``plans`` (the built-in one first) on this machine,
+    and its margin: the runner-up's time over its, a median of paired rounds.
+
+    Every candidate is screened on the fastest of its rounds (on a shared
+    machine a round is slowed by whatever else runs, never sped up).  The two
+    fastest and the built-in plan are then timed again, twice as long, and a
+    plan replaces the built-in one only if the median of its per-round ratios
+    to it is below MARGIN: a win in one lucky round does not count.
+    """
+    call, screened = timings(kind, dtype, N, M_in, M_out, plans, budget)
+    ranked = sorted(plans[1:], key=lambda plan: min(screened[plan]))
+    finalists = [plans[0]] + ranked[:2]
+    if len(finalists) == 1:
+        return plans[0], None
+    rounds = int(max(5, min(len(screened[plans[0]]) * 2,
+                            2 * budget / max(sum(min(screened[p]) for p in finalists), 1e-9))))
+    times = _timed_rounds(call, finalists, rounds)
+    best = min(finalists, key=lambda plan: _paired(times, plan, plans[0]))
+    if _paired(times, best, plans[0]) > MARGIN:
         best = plans[0]
-    return best, fastest
+    return best, min(999.0, min(_paired(times, plan, best) for plan in finalists if plan != best))
 
 
 class Planner:
@@ -245,6 +259,8 @@ class Planner:
 
     def _reset(self):
         self.plans = None  # key -> plan, from the file or measured here; None until read
+        # key -> (margin, budget): how far its plan led, and the seconds it was screened for
+        self.measures = {}
         self._identity = None  # identity(), once asked: it reads /proc/cpuinfo and the BLAS
         self.measured = 0
         self.seconds = 0.0
@@ -271,102 +287,59 @@ class Planner:
 
     def path(self):
         """The plan file: the pinned one, else one per identity in the user's cache."""
-        if self.file is not None:
-            return self.file
-        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
-        return os.path.join(_cache_dir(), f"plans-{digest[:16]}.json")
+        return self.file if self.file is not None else _planfile.default_path(self.identity())
 
-    def choose(self, kind, dtype, N, M_in, M_out):
-        """The plan for a call (the C-level table in _api keeps it afterwards)."""
+    def _plan_file(self):
+        return _planfile.PlanFile(self.path(), self.file is None, _parallel.PATHS, BACKEND_SLOTS,
+                                  _parse_key)
+
+    def choose(self, kind, dtype, N, M_in, M_out, budget=None):
+        """The plan for a call (the C-level table in _api keeps it afterwards);
+        with a ``budget``, measured again for that long even if known."""
         if self.mode == "off":
             return default_plan(kind, N, M_in, M_out)
         key = _key(kind, dtype, N, M_in, M_out)
         with self._lock:
             if self.plans is None:
-                self.plans = self._read()
-            if key in self.plans:
+                self.plans = self._read(self._plan_file())
+            if self._known(key, budget):
                 return self.plans[key]
             plans = candidates(kind, N, M_in, M_out)
             if self.mode != "measure" or len(plans) == 1:
                 return plans[0]
             # Under the file's lock: a process planning the same class at
             # once waits, then takes this plan, so both compute the same bits.
-            with self._file_lock():
-                self.plans.update(self._read())
-                if key not in self.plans:
+            plan_file = self._plan_file()
+            with plan_file.lock():
+                self.plans.update(self._read(plan_file))
+                if not self._known(key, budget):
                     start = time.perf_counter()
-                    self.plans[key] = measure(kind, dtype, N, M_in, M_out, plans)[0]
+                    budget = budget or BUDGET
+                    self.plans[key], margin = measure(kind, dtype, N, M_in, M_out, plans, budget)
+                    self.measures[key] = (margin, budget)
                     self.seconds += time.perf_counter() - start
                     self.measured += 1
-                    self._write()
+                    plan_file.write(self.identity(), {k: plan_to_json(plan, *self.measures.get(k, ()))
+                                                      for k, plan in self.plans.items()})
             return self.plans[key]
 
-    def _read(self):
-        """The valid plans of the plan file; {} with a warning if it cannot be trusted."""
-        path = self.path()
-        try:
-            with open(path, "rb") as f:
-                st = os.fstat(f.fileno())
-                text = f.read()
-        except FileNotFoundError:
-            return {}
-        except OSError as e:
-            return self._distrust(path, f"cannot be read ({e})")
-        if self.file is None and hasattr(os, "geteuid") and (
-                st.st_uid != os.geteuid() or st.st_mode & 0o022):
-            return self._distrust(path, "can be written by another user")
-        try:
-            data = json.loads(text)
-            if not isinstance(data, dict) or data.get("format") != FORMAT:
-                raise ValueError("not a fastlinear plan file")
-            if data.get("identity") != self.identity():
-                return self._distrust(path, "was made for another CPU, BLAS or fastlinear "
-                                            f"version ({data.get('identity')})")
-            plans = {}
-            for key, entry in data["plans"].items():
-                _parse_key(key)
-                plans[key] = _plan_from_json(entry)
-            return plans
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
-            return self._distrust(path, f"is corrupt ({type(e).__name__}: {e})")
+    def _known(self, key, budget):
+        """Whether the plan of ``key`` is known, measured for at least ``budget`` if given
+        (so that processes tuning at once take each other's plans)."""
+        return key in self.plans and (budget is None or budget <= self.measures.get(key, (0, 0))[1])
 
-    def _distrust(self, path, why):
-        warnings.warn(f"fastlinear: ignoring the plan file {path}: it {why}; using plans "
-                      "measured here or built in", RuntimeWarning, stacklevel=5)
-        return {}
-
-    @contextlib.contextmanager
-    def _file_lock(self):
-        path = self.path()
-        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-        try:
-            import fcntl
-        except ImportError:  # Windows: the write is still atomic
-            yield
-            return
-        with open(path + ".lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+    def _read(self, plan_file):
+        """The plans of the file that this process can run; how each was measured into
+        self.measures."""
+        plans = {}
+        for key, entry in plan_file.read(self.identity()).items():
             try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-    def _write(self):
-        """Replace the plan file at once (a reader sees the old file or the new one)."""
-        path = self.path()
-        data = {"format": FORMAT, "identity": self.identity(),
-                "plans": {key: plan_to_json(plan) for key, plan in sorted(self.plans.items())}}
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".plans-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1)
-            os.replace(tmp, path)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            warnings.warn(f"fastlinear: cannot write the plan file {path} ({e}); plans "
-                          "measured here last until this process ends", RuntimeWarning,
-                          stacklevel=5)
+                plans[key] = _plan_from_json(entry)
+            except ValueError:  # a backend this process may not use: planned again
+                continue
+            if "budget" in entry:
+                self.measures[key] = (entry.get("margin"), entry["budget"])
+        return plans
 
     def after_fork(self):
         self._lock = threading.Lock()
@@ -374,12 +347,15 @@ class Planner:
     def summary(self):
         with self._lock:
             plans = self.plans if self.plans is not None else (
-                self._read() if self.mode != "off" else {})
+                self._read(self._plan_file()) if self.mode != "off" else {})
+            close = sorted(k for k in plans if (self.measures.get(k, (None,))[0] or CLOSE_CALL)
+                           < CLOSE_CALL)
         blas = [BACKEND_NAMES[_parallel.plan_fields(plan)[3]] for plan in plans.values()]
         return {"mode": self.mode, "file": None if self.mode == "off" else self.path(),
                 "plans": len(plans), "measured_here": self.measured,
                 "planning_seconds": round(self.seconds, 4),
-                "plans_per_blas": {name: blas.count(name) for name in sorted(set(blas))}}
+                "plans_per_blas": {name: blas.count(name) for name in sorted(set(blas))},
+                "close_calls": close}
 
 
 planner = Planner()
@@ -406,13 +382,15 @@ def set_planning(mode="measure", plan_file=None):
     planner.configure(mode, plan_file)
 
 
-def tune(shapes, dtypes=("float32", "float64")):
+def tune(shapes, dtypes=("float32", "float64"), budget=TUNE_BUDGET):
     """Plan ahead: measure the plans of each (N, M_in, M_out) in ``shapes``.
 
     Plans the forward, the backward, and the backward without dx (a first
-    layer), for each dtype, and adds them to the plan file, so that training
-    later pays nothing for planning.  Also ``python -m fastlinear tune
-    N,M_in,M_out ...``.
+    layer), for each dtype, measuring each for ``budget`` seconds (ten times
+    as long as a first call does, so that noise is less likely to choose),
+    and puts them in the plan file in place of any measured before, so that
+    training later pays nothing for planning.  Also ``python -m fastlinear
+    tune N,M_in,M_out ...``.
 
     Parameters
     ----------
@@ -420,19 +398,29 @@ def tune(shapes, dtypes=("float32", "float64")):
         (N, M_in, M_out) of each layer, N the rows of a batch.
     dtypes : iterable of str
         "float32", "float64" or both.
+    budget : float
+        Seconds of timed calls screening the candidates of each class of
+        problem; the finalists are timed for twice as long.
 
     Returns
     -------
     dict
-        The plan chosen for each class of problem, as stored in the plan file.
+        The plan chosen for each class of problem, as stored in the plan file,
+        with its ``margin``: the runner-up's time over the chosen plan's, a
+        median of paired rounds (below 1.05 is a close call; absent where the
+        class has one candidate).
     """
     if planner.mode != "measure":
         raise ValueError(f"planning is {planner.mode!r}: tune() measures only in 'measure' "
                          "mode (see set_planning)")
+    if not (isinstance(budget, (int, float)) and 0 < budget < float("inf")):
+        raise ValueError(f"budget must be a positive number of seconds, got {budget!r}")
     chosen = {}
     for N, M_in, M_out in shapes:
         for dtype in dtypes:
             for kind in ("f", "b11", "b01"):
-                plan = planner.choose(kind, np.dtype(dtype).name, N, M_in, M_out)
-                chosen[_key(kind, dtype, N, M_in, M_out)] = plan_to_json(plan)
+                key = _key(kind, dtype, N, M_in, M_out)
+                plan = planner.choose(kind, np.dtype(dtype).name, N, M_in, M_out, budget)
+                chosen[key] = plan_to_json(plan, *planner.measures.get(key, ()))
+    _api.forget_plans()  # calls take the plans measured here from now on
     return chosen

@@ -11,7 +11,8 @@ import ctypes
 import itertools
 import os
 import threading
-import warnings
+
+from ._warn import warn
 
 _default = None
 # More threads than this is a mistake, not a machine.
@@ -116,10 +117,9 @@ def _thread_controls(lib):
         functions = _openblas_functions(info.get("filepath"))
         if functions is not None:
             return functions + (False,)
-        warnings.warn(f"fastlinear: cannot find OpenBLAS's thread-count functions in "
-                      f"{info.get('filepath')}; calls from Python threads that threadpoolctl "
-                      "does not let set it run with BLAS's own threads", RuntimeWarning,
-                      stacklevel=2)
+        warn(f"fastlinear: cannot find OpenBLAS's thread-count functions in "
+             f"{info.get('filepath')}; calls from Python threads that threadpoolctl "
+             "does not let set it run with BLAS's own threads")
     per_thread = (_version(threadpoolctl.__version__) >= (3, 8)
                   and (api == "mkl" or layer == "openmp"))
     return lib.get_num_threads, lib.set_num_threads, per_thread

@@ -10,7 +10,7 @@ import pytest
 from _helpers import DTYPES, assert_close, make, reference, run_script
 
 import fastlinear
-from fastlinear import _plans
+from fastlinear import _planfile, _plans
 from fastlinear._api import backward_planned, forward_planned
 from fastlinear._parallel import PATHS, make_plan
 
@@ -90,15 +90,13 @@ def test_bitwise_identical_across_thread_counts_with_planning(plan_file, dtype):
         for other in results[1:]:
             for a, c in zip(results[0], other):
                 np.testing.assert_array_equal(a, c)
-    assert json.loads(plan_file.read_text())["plans"], "the planner measured and wrote nothing"
+    assert _own_plans(plan_file), "the planner measured and wrote nothing"
 
 
 def test_plans_are_written_and_reused(plan_file):
     """A second process reads the plans and measures nothing."""
     fastlinear.tune([(64, 784, 256)], dtypes=["float64"])
-    data = json.loads(plan_file.read_text())
-    assert data["identity"] == _plans.identity()
-    keys = set(data["plans"])
+    keys = set(_own_plans(plan_file))
     assert any(k.startswith("f:float64:7:784:256") for k in keys)
     out = run_script(f"""
         import json, numpy as np, fastlinear
@@ -110,7 +108,7 @@ def test_plans_are_written_and_reused(plan_file):
     """)
     summary = json.loads(out.splitlines()[-1])
     assert summary["measured_here"] == 0 and summary["planning_seconds"] == 0
-    assert set(json.loads(plan_file.read_text())["plans"]) == keys
+    assert set(_own_plans(plan_file)) == keys
 
 
 def test_a_pinned_plan_is_used(plan_file, rng):
@@ -118,9 +116,7 @@ def test_a_pinned_plan_is_used(plan_file, rng):
     x, W, dy = make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64), make(rng, (64, 256), np.float64)
     for path, small_kernels in [("serial", False), ("tiled", True), ("tiled", False)]:
         plan = make_plan(PATHS[path], small_kernels, 2)
-        plan_file.write_text(json.dumps({
-            "format": _plans.FORMAT, "identity": _plans.identity(),
-            "plans": {"b11:float64:7:784:256": _plans.plan_to_json(plan)}}))
+        plan_file.write_text(json.dumps(_file_of({"b11:float64:7:784:256": _plans.plan_to_json(plan)})))
         fastlinear.set_planning("file", plan_file)
         got = fastlinear.linear_backward(x, W, dy, bias=False)
         want = backward_planned(x, W, dy, None, None, None, False, False, True, True, None, None,
@@ -131,19 +127,38 @@ def test_a_pinned_plan_is_used(plan_file, rng):
     assert _plans.planner.summary()["measured_here"] == 0
 
 
+def _file_of(plans, identity=None):
+    """A plan file's content with one section: ``plans`` for this process's identity."""
+    return {"format": _planfile.FORMAT, "sections": [
+        {"identity": _plans.identity() if identity is None else identity, "plans": plans}]}
+
+
+def _own_plans(path):
+    """The plan entries of this process's identity in the file at ``path``."""
+    data = json.loads(path.read_text())
+    assert data["format"] == _planfile.FORMAT
+    (section,) = [s for s in data["sections"] if s["identity"] == _plans.identity()]
+    return section["plans"]
+
+
 def _valid_file(plan_json):
-    return {"format": _plans.FORMAT, "identity": _plans.identity(),
-            "plans": {"f:float64:7:784:256": plan_json}}
+    return _file_of({"f:float64:7:784:256": plan_json})
+
+
+def _with_section(plan_json, **changes):
+    data = _valid_file(plan_json)
+    data["sections"][0].update(changes)
+    return data
 
 
 @pytest.mark.parametrize("content, why", [
-    ("{not json", "corrupt"),
-    (json.dumps([1, 2]), "corrupt"),
-    (json.dumps({"format": 99, "plans": {}}), "corrupt"),
-    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"}),
-                     identity={"cpu": "another"})), "another CPU"),
-    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"}),
-                     identity=dict(_plans.identity(), fastlinear="0.0.1"))), "another CPU"),
+    ("{not json", "not JSON"),
+    (json.dumps([1, 2]), "not a fastlinear plan file"),
+    (json.dumps({"format": 99, "plans": {}}), "not a fastlinear plan file"),
+    (json.dumps(_with_section({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"},
+                              identity={"cpu": "another"})), "other CPU"),
+    (json.dumps(_with_section({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"},
+                              identity=dict(_plans.identity(), fastlinear="0.0.1"))), "other CPU"),
     (json.dumps(_valid_file({"path": "gpu", "small_kernels": False, "tasks": 2, "blas": "scipy"})), "corrupt"),
     (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2})), "corrupt"),
     (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2,
@@ -151,12 +166,20 @@ def _valid_file(plan_json):
     (json.dumps(_valid_file({"path": "tiled", "small_kernels": 1, "tasks": 2, "blas": "scipy"})), "corrupt"),
     (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": -3, "blas": "scipy"})), "corrupt"),
     (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy", "x": 1})), "corrupt"),
-    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"}),
-                     plans={"f:float16:7:784:256": {"path": "tiled", "small_kernels": False,
-                                                     "tasks": 2, "blas": "scipy"}})), "corrupt"),
-    (json.dumps(dict(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy"}),
-                     plans={"os.system('x')": {"path": "tiled", "small_kernels": False,
-                                               "tasks": 2, "blas": "scipy"}})), "corrupt"),
+    (json.dumps(_file_of({"f:float16:7:784:256": {"path": "tiled", "small_kernels": False,
+                                                   "tasks": 2, "blas": "scipy"}})), "corrupt"),
+    (json.dumps(_file_of({"os.system('x')": {"path": "tiled", "small_kernels": False,
+                                             "tasks": 2, "blas": "scipy"}})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy",
+                             "margin": "wide", "budget": 0.03})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy",
+                             "margin": -1.0, "budget": 0.03})), "corrupt"),
+    (json.dumps(_valid_file({"path": "tiled", "small_kernels": False, "tasks": 2, "blas": "scipy",
+                             "margin": 1.5})), "corrupt"),
+    # The format right, a section without its identity, in either layout.
+    (json.dumps({"format": _planfile.FORMAT, "sections": [{"plans": {}}]}), "corrupt"),
+    (json.dumps({"format": 2, "plans": {}}), "corrupt"),
+    (json.dumps({"format": _planfile.FORMAT, "sections": {"identity": {}, "plans": {}}}), "corrupt"),
 ])
 def test_untrusted_plan_files_are_ignored(plan_file, rng, content, why):
     plan_file.write_text(content)
@@ -168,6 +191,156 @@ def test_untrusted_plan_files_are_ignored(plan_file, rng, content, why):
     assert plan_file.read_text() == content  # "file" mode never writes
     fastlinear.set_planning("off")
     np.testing.assert_array_equal(fastlinear.linear_forward(x, W), y)  # the built-in plan
+
+
+def _planned_call(rng, path):
+    """One call of a class with several candidates, measuring into ``path``; its warnings."""
+    import warnings
+    fastlinear.set_planning("measure", path)
+    x, W = make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        y = fastlinear.linear_forward(x, W)
+        fastlinear.linear_forward(x, W)  # the same cause again
+    assert_close(y, x @ W, np.float64, 784)
+    return [w for w in got if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.mark.parametrize("content", [
+    b'{"my": "settings"}\n',                               # a user's JSON
+    bytes(np.random.default_rng(5).integers(0, 256, 4096, dtype=np.uint8)),  # random bytes
+    b"",
+    json.dumps({"format": _planfile.FORMAT, "sections": "yes"}).encode(),  # a corrupt plan file
+], ids=["json", "random", "empty", "corrupt"])
+def test_a_file_that_is_not_a_plan_file_is_never_written(plan_file, rng, content):
+    """Measured plans stay in memory; the user's bytes are unchanged, one warning
+    names the file and points at the user's own line."""
+    plan_file.write_bytes(content)
+    got = _planned_call(rng, plan_file)
+    assert plan_file.read_bytes() == content
+    assert _plans.planner.summary()["measured_here"] == 1
+    assert len(got) == 1, [str(w.message) for w in got]
+    assert str(plan_file) in str(got[0].message) and got[0].filename == __file__
+    assert sorted(os.listdir(plan_file.parent)) == ["plans.json"]  # no leftovers beside it
+
+
+def test_a_directory_at_the_plan_path_is_left_alone(plan_file, rng):
+    plan_file.mkdir()
+    (plan_file / "inside").write_text("mine")
+    got = _planned_call(rng, plan_file)
+    assert len(got) == 1 and os.listdir(plan_file) == ["inside"]
+    assert (plan_file / "inside").read_text() == "mine"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX file modes")
+def test_a_read_only_plan_file_is_never_replaced(plan_file, rng):
+    """Even where the folder is writable (or the user is root), a file without its write bit."""
+    content = json.dumps(_file_of({})).encode()
+    plan_file.write_bytes(content)
+    os.chmod(plan_file, 0o444)
+    got = _planned_call(rng, plan_file)
+    assert plan_file.read_bytes() == content and len(got) == 1 and "read-only" in str(got[0].message)
+
+
+def test_other_identities_keep_their_plans(plan_file, rng):
+    """A pinned file shared by several machines: this one's section is added beside theirs."""
+    entry = {"path": "serial", "small_kernels": False, "tasks": 7, "blas": "scipy"}
+    other = dict(_plans.identity(), cpu="another CPU")
+    plan_file.write_text(json.dumps(_file_of({"f:float64:7:784:256": entry}, identity=other)))
+    got = _planned_call(rng, plan_file)
+    assert len(got) == 1 and "other CPU" in str(got[0].message)
+    sections = json.loads(plan_file.read_text())["sections"]
+    assert {"identity": other, "plans": {"f:float64:7:784:256": entry}} in sections
+    assert "f:float64:7:784:256" in _own_plans(plan_file)
+    assert _planned_call(rng, plan_file) == []  # read back: no warning, nothing measured
+    assert _plans.planner.summary()["measured_here"] == 0
+
+
+def test_a_plan_file_of_the_earlier_layout_is_kept_as_a_section(plan_file, rng):
+    entry = {"path": "serial", "small_kernels": False, "tasks": 7, "blas": "scipy"}
+    old = {"format": 2, "identity": {"cpu": "elsewhere"}, "plans": {"f:float64:7:784:256": entry}}
+    plan_file.write_text(json.dumps(old))
+    _planned_call(rng, plan_file)
+    sections = json.loads(plan_file.read_text())["sections"]
+    assert {"identity": {"cpu": "elsewhere"}, "plans": {"f:float64:7:784:256": entry}} in sections
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="symbolic links")
+def test_a_linked_plan_file_is_updated_through_its_link(plan_file, rng, tmp_path):
+    real = tmp_path / "real.json"
+    real.write_text(json.dumps(_file_of({})))
+    plan_file.symlink_to(real)
+    _planned_call(rng, plan_file)
+    assert plan_file.is_symlink() and _own_plans(real)
+
+
+def test_the_default_cache_file_is_replaced_when_corrupt(tmp_path, monkeypatch, rng):
+    """The one file fastlinear owns: its own cache file, which it may rewrite."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    try:
+        fastlinear.set_planning("measure", None)
+        path = _plans.planner.path()
+        assert path.startswith(str(tmp_path))
+        os.makedirs(os.path.dirname(path), mode=0o700)
+        with open(path, "wb") as f:
+            f.write(b"\x00garbage")
+        os.chmod(path, 0o600)
+        got = _planned_call(rng, None)
+        assert len(got) == 1 and "not JSON" in str(got[0].message)
+        with open(path) as f:
+            assert json.load(f)["format"] == _planfile.FORMAT
+    finally:
+        fastlinear.set_planning(os.environ["FASTLINEAR_PLANS"], os.environ["FASTLINEAR_PLAN_FILE"])
+
+
+def test_plans_carry_their_margin(plan_file):
+    """Each measured plan records how far it led, and show_config lists the close calls."""
+    chosen = fastlinear.tune([(64, 784, 256)], dtypes=["float64"], budget=0.01)
+    for key, entry in chosen.items():
+        assert entry["margin"] > 0 and entry["budget"] == 0.01 and entry == _own_plans(plan_file)[key]
+    summary = _plans.planner.summary()
+    assert summary["close_calls"] == sorted(k for k, e in chosen.items() if e["margin"] < 1.05)
+    with pytest.raises(ValueError, match="budget"):
+        fastlinear.tune([(64, 784, 256)], budget=0)
+
+
+def test_a_kept_plan_wins_its_paired_rounds(monkeypatch):
+    """measure keeps a candidate over the built-in plan only if it wins the median
+    of paired rounds, not one lucky round."""
+    plans = _plans.candidates("b11", 64, 784, 256)
+    assert len(plans) >= 3
+    lucky, steady = plans[1], plans[2]
+
+    def fake_timed_rounds(call, chosen, rounds):
+        # lucky: fastest once, slow otherwise; steady: 10% faster than built in every round
+        times = {plans[0]: [1.0] * rounds, steady: [0.9] * rounds, lucky: [0.5] + [1.3] * (rounds - 1)}
+        return {p: times.get(p, [2.0] * rounds) for p in chosen}
+
+    monkeypatch.setattr(_plans, "_timed_rounds", fake_timed_rounds)
+    monkeypatch.setattr(_plans, "_problem", lambda *shape: None)
+    best, margin = _plans.measure("b11", "float64", 64, 784, 256, plans)
+    assert best == steady and margin == pytest.approx(1.0 / 0.9)
+
+    def close(call, chosen, rounds):  # 2% faster: within the noise margin, the built-in plan stays
+        return {p: [0.98 if p == steady else 1.0] * rounds for p in chosen}
+
+    monkeypatch.setattr(_plans, "_timed_rounds", close)
+    best, margin = _plans.measure("b11", "float64", 64, 784, 256, plans)
+    assert best == plans[0] and margin == pytest.approx(0.98)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX file ownership")
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o620, 0o646, 0o602])
+def test_a_plan_file_others_can_write_is_ignored(plan_file, rng, mode):
+    """Group- or world-writable: its plans could be anyone's, so none is used and it is not written."""
+    content = json.dumps(_valid_file({"path": "serial", "small_kernels": False, "tasks": 2,
+                                      "blas": "scipy"})).encode()
+    plan_file.write_bytes(content)
+    os.chmod(plan_file, mode)
+    got = _planned_call(rng, plan_file)
+    assert len(got) == 1 and "another user" in str(got[0].message)
+    assert plan_file.read_bytes() == content
+    assert _plans.planner.summary()["measured_here"] == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX file ownership")
@@ -200,7 +373,7 @@ def test_off_gives_the_built_in_plans(tmp_path):
         assert not path.exists()
         assert _plans.planner.summary() == {"mode": "off", "file": None, "plans": 0,
                                             "measured_here": 0, "planning_seconds": 0.0,
-                                            "plans_per_blas": {}}
+                                            "plans_per_blas": {}, "close_calls": []}
     finally:
         fastlinear.set_planning(os.environ["FASTLINEAR_PLANS"], os.environ["FASTLINEAR_PLAN_FILE"])
 
@@ -233,14 +406,15 @@ def test_two_processes_planning_at_once(tmp_path):
         from fastlinear import _plans
         fastlinear.set_planning("measure", {str(path)!r})
         fastlinear.tune([(64, 784, 256), (5000, 64, 16), (128, 512, 512)], dtypes=["float64"])
-        print(json.dumps({{k: _plans.plan_to_json(v) for k, v in _plans.planner.plans.items()}}))
+        print(json.dumps({{k: _plans.plan_to_json(v, *_plans.planner.measures[k])
+                          for k, v in _plans.planner.plans.items()}}))
     """)
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=tmp_path) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
-    saved = json.loads(path.read_text())["plans"]
+    saved = _own_plans(path)
     for out, _ in outs:
         assert json.loads(out.splitlines()[-1]) == saved
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".plans-")]  # no leftovers
@@ -260,7 +434,7 @@ def test_tune_from_the_command_line(tmp_path):
                           "--dtypes", "float64"], env=env, capture_output=True, text=True,
                          cwd=tmp_path, check=True).stdout
     assert "f:float64:7:784:256" in out and "planned in" in out
-    assert "f:float64:7:784:256" in json.loads(path.read_text())["plans"]
+    assert "f:float64:7:784:256" in _own_plans(path)
     bad = subprocess.run([sys.executable, "-m", "fastlinear", "tune", "64,784"], env=env,
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "N,M_in,M_out" in bad.stderr
