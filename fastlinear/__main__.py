@@ -8,6 +8,7 @@ import json
 import time
 
 from . import show_config, tune
+from ._plans import CLOSE_CALL
 
 
 def main(argv=None):
@@ -30,6 +31,10 @@ def main(argv=None):
     start = time.perf_counter()
     chosen = tune(shapes, args.dtypes.split(","))
     print(json.dumps(chosen, indent=1))
+    # How sure each choice is: the runner-up's time over the chosen plan's.
+    close = [key for key, entry in chosen.items() if (entry.get("margin") or 2) < CLOSE_CALL]
+    print(f"{len(close)} of {len(chosen)} choices are close calls (the runner-up within "
+          f"{CLOSE_CALL - 1:.0%}): {', '.join(close) or 'none'}")
     print(f"planned in {time.perf_counter() - start:.2f} s")
     show_config()
 

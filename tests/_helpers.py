@@ -11,6 +11,43 @@ DTYPES = [np.float32, np.float64]
 # A shape (N, M_in, M_out) that each way of running a call takes (see fastlinear._api.plan).
 PATH_SHAPES = {"serial": (30, 20, 10), "blocked": (20000, 16, 8), "tiled": (600, 300, 200)}
 
+# Shapes (N, M_in, M_out) one below, at and one above each block width, chunk
+# size and small-kernel limit of the kernels (constants named as in their sources),
+# where an offset or a bound that is wrong only past the first block shows.
+BLOCK_EDGE_SHAPES = [
+    # _colsum: column blocks of COLS = 512 in the dz/db pass and in the sums of
+    # partials; _backward: db's partial sums on the stack up to SMALL_DB_WORK = 512.
+    (20, 3, 511), (20, 3, 512), (20, 3, 513), (20, 3, 1025),
+    # _colsum: chunks of MIN_ROWS = 256 rows, over two column blocks.
+    (255, 2, 513), (256, 2, 513), (257, 2, 513),
+    # _colsum: at most TASKS = 64 chunks of rows.
+    (16383, 2, 3), (16384, 2, 3), (16385, 2, 3),
+    # _parallel.block_rows: blocks of at most 4096 rows (forward and fused backward).
+    (4095, 2, 3), (4096, 2, 3), (4097, 2, 3),
+    # _backward: at most MAX_CHUNKS = 64 chunks, so that past 64 blocks a chunk walks two.
+    (262143, 2, 3), (262144, 2, 3), (262145, 2, 3),
+    # _backward: dx reads a copy of W^T from TRANSPOSE_MIN_ROWS = 16 rows, on the stack up to
+    # SMALL_WT = 2048 elements; _transpose.h: in one strip up to FL_TRANSPOSE_L1 = 8192
+    # bytes (2048 float32, 1024 float64 elements), else in strips of 8 columns.
+    (15, 32, 64), (16, 32, 64), (17, 32, 64), (16, 23, 89), (16, 3, 683),
+    (16, 31, 33), (16, 32, 32), (16, 5, 205),
+    # _gemm: small-kernel tiles of at most SMALL_KERNEL_WORK = 10**6 multiply-adds, and for
+    # dx (BLAS's A^T B) of at most SMALL_KERNEL_TN_TILE = 1200 elements once k reaches
+    # SMALL_KERNEL_TN_MIN_K = 32.
+    (99, 100, 100), (100, 100, 100), (101, 100, 100),
+    (39, 30, 32), (40, 30, 32), (41, 30, 32), (41, 30, 31), (41, 30, 33),
+    # _gemm: packed tiles from 2 * MIN_TASK_WORK = 2**23 multiply-adds.
+    (127, 256, 256), (128, 256, 256), (129, 256, 256),
+    # _gemm: a product split along k adds its partials ADD_BLOCK = 256 columns at a time:
+    # the forward's (k = M_in), then dW's (k = N).
+    (17, 2056, 255), (17, 2056, 256), (17, 2056, 257),
+    (2056, 17, 255), (2056, 17, 256), (2056, 17, 257),
+    # _gemm: small-kernel tiles up to SMALL_TASKS_MAX_WORK = 2**25 multiply-adds and k up to
+    # SMALL_TASKS_MAX_K = 1024; _backward: the fused chunks' partial dW bounded by
+    # MAX_PARTIAL = 2**21 elements (two chunks up to M_in * M_out = 2**20, one past it).
+    (32, 1024, 1023), (32, 1024, 1024), (32, 1024, 1025),
+]
+
 
 def reference(x, W, b, dy):
     """y, dx, dW, db in float64 NumPy, summing over all leading dimensions."""
