@@ -29,10 +29,14 @@ Run ``python bench/bench_mlp.py --help`` for options.  Results go to
 bench/results/: mlp-<time>.json with every figure and mlp-<time>.png.
 """
 import argparse
+import contextlib
 import datetime
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -41,19 +45,20 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import fastlinear
 from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, pyplot, report
 
-# (layer sizes, batch)
-DEFAULT_CONFIGS = [((784, 256, 128, 10), 32), ((784, 256, 128, 10), 64),
-                   ((784, 256, 128, 10), 256), ((64, 128, 10), 32),
-                   ((1024, 1024, 1024, 10), 128)]
+# (layer sizes, batch): the standard run answers "is it faster for my training?"
+# in about two minutes; --full adds a batch size and one thread.
+STANDARD_CONFIGS = [((784, 256, 128, 10), 64), ((784, 256, 128, 10), 256),
+                    ((64, 128, 10), 32), ((1024, 1024, 1024, 10), 128)]
+FULL_CONFIGS = [((784, 256, 128, 10), 32)] + STANDARD_CONFIGS
 QUICK_CONFIGS = [((784, 256, 128, 10), 64), ((64, 128, 10), 32)]
 LEARNING_RATE = 0.01
 
 # (sizes, batch, dtype, peer, bound): fastlinear's step / peer's step <= bound,
 # at default threads and at one thread.
 TARGETS = [(sizes, batch, dtype, "numpy", 0.90 if batch < 256 else 0.95)
-           for sizes, batch in DEFAULT_CONFIGS[:3] for dtype in ("float32", "float64")]
+           for sizes, batch in FULL_CONFIGS[:3] for dtype in ("float32", "float64")]
 TARGETS += [(sizes, batch, dtype, "torch", 1.00)
-            for sizes, batch in DEFAULT_CONFIGS[:3] for dtype in ("float32", "float64")]
+            for sizes, batch in FULL_CONFIGS[:3] for dtype in ("float32", "float64")]
 TARGETS += [((64, 128, 10), 32, dtype, peer, bound) for dtype in ("float32", "float64")
             for peer, bound in (("numpy", 0.75), ("torch", 0.50))]
 TARGETS += [((1024, 1024, 1024, 10), 128, "float32", "numpy", 0.95)]
@@ -251,10 +256,11 @@ def sklearn_step(sizes, batch, dtype):
 PARITY_PARTS = {"numpy products": NumpyProducts, "loss and update": SharedCode}
 
 
-def run_config(sizes, batch, dtype, threads, peers, budget, max_rounds, settle, parity):
+def run_config(sizes, batch, dtype, threads, peers, budget, max_rounds, settle, parity, mixed):
     fns = {"fastlinear": FastlinearMLP(sizes, batch, dtype, threads).step,
-           "numpy": NumpyMLP(sizes, batch, dtype, threads).step,
-           "fl-grads": FastlinearGradsMLP(sizes, batch, dtype, threads).step}
+           "numpy": NumpyMLP(sizes, batch, dtype, threads).step}
+    if "fl-grads" in peers:
+        fns["fl-grads"] = FastlinearGradsMLP(sizes, batch, dtype, threads).step
     if parity:
         fns.update((name, part(sizes, batch, dtype, threads).step)
                    for name, part in PARITY_PARTS.items())
@@ -262,6 +268,8 @@ def run_config(sizes, batch, dtype, threads, peers, budget, max_rounds, settle, 
         fns["torch"] = torch_step(sizes, batch, dtype)
     if "sklearn" in peers:
         fns["sklearn"] = sklearn_step(sizes, batch, dtype)
+    if mixed:
+        fns = {name: with_numpy_product(fn, sizes, batch, dtype) for name, fn in fns.items()}
     torch_threads = None
     if "torch" in fns and threads is not None:
         import torch
@@ -289,6 +297,64 @@ def run_config(sizes, batch, dtype, threads, peers, budget, max_rounds, settle, 
         row["parity"] = statistics.median(
             (g + s) / n for g, s, n in zip(*(times[name] for name in PARITY_PARTS), times["numpy"]))
     return row
+
+
+def with_numpy_product(step, sizes, batch, dtype):
+    """``step`` after one NumPy product of the first layer's shape, as a loop that
+    mixes its own NumPy products in (NumPy's BLAS threads then share the cores)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((batch, sizes[0])).astype(dtype)
+    W = rng.standard_normal((sizes[0], sizes[1])).astype(dtype)
+    y = np.empty((batch, sizes[1]), dtype)
+
+    def mixed():
+        np.matmul(x, W, out=y)
+        step()
+    return mixed
+
+
+@contextlib.contextmanager
+def cpu_load(processes):
+    """Run ``processes`` busy loops in other processes, as a shared machine or a data loader would."""
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+
+
+PEER_NAMES = {"numpy": "the NumPy loop (np.matmul into preallocated buffers)",
+              "torch": "PyTorch (torch.nn + torch.optim.SGD)",
+              "sklearn": "scikit-learn (MLPClassifier.partial_fit on the batch)",
+              "fl-grads": "fl-grads (fastlinear's layers, NumPy's update)"}
+
+
+def verdict(rows, info):
+    """The answer in plain words: how fastlinear's step compares with each peer's."""
+    lines = [f"On {info['cpu']}, {info['cpus']} CPUs: fastlinear's whole training step "
+             "against the same step in"]
+    for peer, name in PEER_NAMES.items():
+        cases = [(1 / row["ratio"][peer], f"{label(row)} {row['dtype']} t{row['threads']}")
+                 for row in rows if peer in row["ratio"]]
+        if not cases:
+            continue
+        faster = [c for c in cases if c[0] >= 1]
+        slower = [c for c in cases if c[0] < 1]
+        text = f"  {name}: faster in {len(faster)} of {len(cases)} runs"
+        if faster:
+            speedups = sorted(c[0] for c in faster)
+            text += (f", {speedups[0]:.2f}x to {speedups[-1]:.2f}x as fast"
+                     f" (median {statistics.median(speedups):.2f}x)")
+        if slower:
+            worst = min(slower)
+            text += (f"; slower in {len(slower)}, at worst taking {1 / worst[0]:.2f}x its time "
+                     f"({worst[1]})")
+        lines.append(text)
+    lines.append("(Medians of per-round ratios in this run, on this machine: another CPU, BLAS "
+                 "or load\n gives other figures; see the README's \"Performance\".)")
+    return "\n".join(lines)
 
 
 def label(row):
@@ -345,11 +411,14 @@ def parse_configs(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="two small configurations")
+    parser.add_argument("--full", action="store_true",
+                        help="also batch 32, one thread and fl-grads (about 10 minutes)")
     parser.add_argument("--configs", type=parse_configs,
                         help='e.g. "784-256-128-10:64;64-128-10:32" (layer sizes:batch)')
     parser.add_argument("--dtypes", default="float32,float64")
-    parser.add_argument("--threads", default="default,1",
-                        help='comma-separated thread counts, "default" for fastlinear\'s')
+    parser.add_argument("--threads", default=None,
+                        help='comma-separated thread counts, "default" for fastlinear\'s '
+                             '(default: "default"; "default,1" with --full)')
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds per configuration (default 10, 3 with --quick)")
     parser.add_argument("--rounds", type=int, default=200, help="at most this many rounds")
@@ -359,38 +428,62 @@ def main(argv=None):
                         help="also time the NumPy loop's products alone and the loss and "
                              "update alone: the ratio fastlinear would reach with products "
                              "as fast as NumPy's")
+    parser.add_argument("--grads", action="store_true", help="add the fl-grads peer")
+    parser.add_argument("--load", type=int, default=0, metavar="N",
+                        help="run N busy-looping processes meanwhile, as on a shared machine")
+    parser.add_argument("--mixed", action="store_true",
+                        help="every peer's step also runs one NumPy product, as a loop that "
+                             "mixes its own NumPy products in")
+    parser.add_argument("--targets", action="store_true",
+                        help="check the project's performance targets (docs/performance.md)")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-sklearn", action="store_true")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
-    configs = args.configs or (QUICK_CONFIGS if args.quick else DEFAULT_CONFIGS)
+    configs = args.configs or (QUICK_CONFIGS if args.quick else
+                               FULL_CONFIGS if args.full else STANDARD_CONFIGS)
     budget = args.budget or (3.0 if args.quick else 10.0)
-    threads = [None if t == "default" else int(t) for t in args.threads.split(",")]
+    thread_text = args.threads or ("default,1" if args.full else "default")
+    threads = [None if t == "default" else int(t) for t in thread_text.split(",")]
+    dtypes = args.dtypes.split(",")
     peers = [p for p, module, off in (("torch", "torch", args.no_torch),
                                       ("sklearn", "sklearn", args.no_sklearn))
              if not off and available(module)]
+    if args.grads or args.full:
+        peers.append("fl-grads")
     info = {"cpu": cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__,
             "fastlinear": fastlinear.__version__, "threads": fastlinear.get_num_threads(),
-            "blas": threadpool_info(), "time": datetime.datetime.now().isoformat()}
+            "blas": threadpool_info(), "time": datetime.datetime.now().isoformat(),
+            "load": args.load, "mixed": args.mixed}
+    runs = [(sizes, batch, dtype, t) for sizes, batch in configs for dtype in dtypes
+            for t in threads]
     print(f"fastlinear {fastlinear.__version__} on {info['cpu']}, {info['cpus']} CPUs, "
-          f"default threads {info['threads']}; peers: {', '.join(['numpy'] + peers)}")
-    names = ["fastlinear", "numpy"] + peers + ["fl-grads"]
-    print(f"{'MLP, batch':>22} {'dtype':8}{'thr':>4}" + "".join(f"{n + ' ms':>14}" for n in names)
+          f"default threads {info['threads']}; peers: {', '.join(['numpy'] + peers)}"
+          + (f"; {args.load} busy process(es) running" if args.load else "")
+          + ("; one NumPy product in every step" if args.mixed else ""))
+    print(f"{len(runs)} runs of about {budget:g} s each, one row as each ends "
+          "(fastlinear's plans for a new shape are measured in its first steps)")
+    names = ["fastlinear", "numpy"] + peers
+    print(f"{'':>6}{'MLP, batch':>22} {'dtype':8}{'thr':>4}"
+          + "".join(f"{n + ' ms':>14}" for n in names)
           + "".join(f"{'/' + n:>10}" for n in names[1:]) + (f"{'parity':>9}" if args.parity else ""),
           flush=True)
     rows = []
-    for sizes, batch in configs:
-        for dtype in args.dtypes.split(","):
-            for t in threads:
-                row = run_config(sizes, batch, dtype, t, peers, budget, args.rounds, args.settle,
-                                 args.parity)
-                rows.append(row)
-                print(f"{label(row):>22} {dtype:8}{row['threads']:>4}"
-                      + "".join(f"{row['median_s'][n] * 1e3:14.3f}" for n in names)
-                      + "".join(f"{row['ratio'][n]:10.3f}" for n in names[1:])
-                      + (f"{row['parity']:9.3f}" if args.parity else ""), flush=True)
-    report("mlp", args.out, info, rows, check_targets(rows), plot)
+    start = time.perf_counter()
+    with cpu_load(args.load):
+        for k, (sizes, batch, dtype, t) in enumerate(runs):
+            row = run_config(sizes, batch, dtype, t, peers, budget, args.rounds, args.settle,
+                             args.parity, args.mixed)
+            rows.append(row)
+            print(f"{f'[{k + 1}/{len(runs)}]':>6}{label(row):>22} {dtype:8}{row['threads']:>4}"
+                  + "".join(f"{row['median_s'][n] * 1e3:14.3f}" for n in names)
+                  + "".join(f"{row['ratio'][n]:10.3f}" for n in names[1:])
+                  + (f"{row['parity']:9.3f}" if args.parity else ""), flush=True)
+    info["seconds"] = round(time.perf_counter() - start, 1)
+    report("mlp", args.out, info, rows, check_targets(rows) if args.targets else [], plot)
+    print("\n" + verdict(rows, info))
+
 
 if __name__ == "__main__":
     main()
