@@ -13,7 +13,7 @@ from ._threads import blas_threads, get_num_threads
 def config():
     """The facts show_config prints, as a dict."""
     from . import __version__
-    from ._plans import planner, small_kernels
+    from ._plans import builtin_small_kernels, planner, small_kernels
     libs = blas_threads.libraries()
     return {
         "fastlinear": __version__,
@@ -26,7 +26,10 @@ def config():
         # Where plans come from: two machines with the same BLAS give the same
         # bits only where their plans agree too.
         "plans": planner.summary(),
+        # Whether SciPy's OpenBLAS has small-matrix kernels, and whether the
+        # built-in plans cut products for them on this CPU.
         "blas_small_kernels": small_kernels(),
+        "builtin_small_kernels": builtin_small_kernels(),
         # The backends plans may choose among (see set_blas), and those that cannot be used.
         "blas_choice": backends.choice,
         "blas_backends": backends.found(),

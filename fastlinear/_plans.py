@@ -17,6 +17,7 @@ results stay identical for every ``num_threads``.
 nothing measured or written) or ``off`` (built-in plans only, no file read).
 ``FASTLINEAR_PLAN_FILE`` pins the file.
 """
+import functools
 import os
 import platform
 import statistics
@@ -53,8 +54,9 @@ MAX_BLOCKED_WEIGHTS = 1 << 14
 PATH_NAMES = {code: name for name, code in _parallel.PATHS.items()}
 
 
-def cpu_name():
-    """The CPU's model name, with family and model where /proc/cpuinfo has them."""
+@functools.lru_cache(maxsize=None)
+def _cpuinfo():
+    """The first processor's fields in /proc/cpuinfo ({} where there is none)."""
     fields = {}
     try:
         with open("/proc/cpuinfo") as f:
@@ -63,6 +65,12 @@ def cpu_name():
                 fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def cpu_name():
+    """The CPU's model name, with family and model where /proc/cpuinfo has them."""
+    fields = _cpuinfo()
     name = fields.get("model name") or platform.processor() or platform.machine()
     if "cpu family" in fields:
         name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
@@ -104,9 +112,23 @@ def small_kernels():
     return bool(libs) and all(map(_has_small_kernels, libs))
 
 
+# CPUs on which the small-kernel cut was measured to gain (vendor, family), so
+# that the built-in plans cut there: AMD family 25 with OpenBLAS's AVX-512
+# cores is Zen 4 (Zen 3 has no AVX-512).  Everywhere else, where the same cut
+# has cost up to 1.6x, only a measurement (the planner) chooses it.
+_SMALL_KERNELS_GAIN = {("AuthenticAMD", "25")}
+
+
+def builtin_small_kernels():
+    """Whether the built-in plans cut products for the small-matrix kernels."""
+    fields = _cpuinfo()
+    return ((fields.get("vendor_id"), fields.get("cpu family")) in _SMALL_KERNELS_GAIN
+            and small_kernels())
+
+
 def default_plan(kind, N, M_in, M_out):
     """The built-in plan: fixed rules on the shape (see _api.default_path)."""
-    return _make_plan(kind, _api.default_path(N, M_in, M_out), small_kernels(),
+    return _make_plan(kind, _api.default_path(N, M_in, M_out), builtin_small_kernels(),
                       backends.default())
 
 

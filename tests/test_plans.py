@@ -71,6 +71,25 @@ def test_candidates(shape):
             assert _plans.plan_to_json(plan)["path"] in PATHS
 
 
+@pytest.mark.parametrize("vendor, family, small_kernels, cut", [
+    ("AuthenticAMD", "25", True, True),     # Zen 4, where the cut was measured to gain
+    ("AuthenticAMD", "25", False, False),   # a BLAS without small-matrix kernels
+    ("GenuineIntel", "6", True, False),     # the same kernels, but the cut measured a loss
+    ("AuthenticAMD", "26", True, False),    # not measured: left to the planner
+    (None, None, True, False),              # no /proc/cpuinfo
+])
+def test_built_in_plans_cut_for_small_kernels_only_where_measured(monkeypatch, vendor, family,
+                                                                 small_kernels, cut):
+    fields = {} if vendor is None else {"vendor_id": vendor, "cpu family": family}
+    monkeypatch.setattr(_plans, "_cpuinfo", lambda: fields)
+    monkeypatch.setattr(_plans, "small_kernels", lambda: small_kernels)
+    assert _plans.builtin_small_kernels() == cut
+    # (128, 512, 512): a tiled backward in the small-kernel range.
+    assert _plans.plan_to_json(_plans.default_plan("b11", 128, 512, 512))["small_kernels"] == cut
+    tiled = [_plans.plan_to_json(p) for p in _plans.candidates("b11", 128, 512, 512)]
+    assert {p["small_kernels"] for p in tiled if p["path"] == "tiled"} == {True, False}
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_small_problems_have_one_candidate(kind):
     (plan,) = _plans.candidates(kind, 8, 8, 8)
