@@ -10,7 +10,12 @@ on synthetic data.  Peers, interleaved round by round in one process:
 * torch      - torch.nn.Sequential + torch.optim.SGD, if PyTorch is installed
 * sklearn    - MLPClassifier(solver="sgd").partial_fit on the batch, if installed
 * fl-grads   - fastlinear's layers returning dW and db into buffers, stepped
-               by the NumPy loop's own update
+               by the NumPy loop's own update (with --grads or --full)
+* fl-1t      - fastlinear's loop on one thread (with --one-thread or --load)
+
+``--load N`` runs N busy-looping processes meanwhile, as on a shared machine;
+``--mixed`` adds one NumPy product to every peer's step, as a loop that mixes
+its own NumPy products in.
 
 The array loops share everything but the layers: preallocated buffers and the
 loss; numpy and fl-grads also share the update.  The first layer computes no
@@ -261,6 +266,8 @@ def run_config(sizes, batch, dtype, threads, peers, budget, max_rounds, settle, 
            "numpy": NumpyMLP(sizes, batch, dtype, threads).step}
     if "fl-grads" in peers:
         fns["fl-grads"] = FastlinearGradsMLP(sizes, batch, dtype, threads).step
+    if "fl-1t" in peers:
+        fns["fl-1t"] = FastlinearMLP(sizes, batch, dtype, 1).step
     if parity:
         fns.update((name, part(sizes, batch, dtype, threads).step)
                    for name, part in PARITY_PARTS.items())
@@ -328,7 +335,8 @@ def cpu_load(processes):
 PEER_NAMES = {"numpy": "the NumPy loop (np.matmul into preallocated buffers)",
               "torch": "PyTorch (torch.nn + torch.optim.SGD)",
               "sklearn": "scikit-learn (MLPClassifier.partial_fit on the batch)",
-              "fl-grads": "fl-grads (fastlinear's layers, NumPy's update)"}
+              "fl-grads": "fl-grads (fastlinear's layers, NumPy's update)",
+              "fl-1t": "fastlinear on one thread"}
 
 
 def verdict(rows, info):
@@ -430,7 +438,10 @@ def main(argv=None):
                              "as fast as NumPy's")
     parser.add_argument("--grads", action="store_true", help="add the fl-grads peer")
     parser.add_argument("--load", type=int, default=0, metavar="N",
-                        help="run N busy-looping processes meanwhile, as on a shared machine")
+                        help="run N busy-looping processes meanwhile, as on a shared machine "
+                             "(adds the fl-1t peer)")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="add the fl-1t peer: fastlinear's loop on one thread")
     parser.add_argument("--mixed", action="store_true",
                         help="every peer's step also runs one NumPy product, as a loop that "
                              "mixes its own NumPy products in")
@@ -451,6 +462,8 @@ def main(argv=None):
              if not off and available(module)]
     if args.grads or args.full:
         peers.append("fl-grads")
+    if args.one_thread or args.load:
+        peers.append("fl-1t")
     info = {"cpu": cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__,
             "fastlinear": fastlinear.__version__, "threads": fastlinear.get_num_threads(),
