@@ -1,4 +1,4 @@
-"""Reference math, tolerances and a fresh interpreter, shared by the tests."""
+"""Reference math, tolerances, shapes and a fresh interpreter, shared by the tests."""
 import os
 import subprocess
 import sys
@@ -21,11 +21,11 @@ BLOCK_EDGE_SHAPES = [
     # _colsum: chunks of MIN_ROWS = 256 rows, over two column blocks.
     (255, 2, 513), (256, 2, 513), (257, 2, 513),
     # _colsum: at most TASKS = 64 chunks of rows.
-    (16383, 2, 3), (16384, 2, 3), (16385, 2, 3),
+    (16383, 1, 2), (16384, 1, 2), (16385, 1, 2),
     # _parallel.block_rows: blocks of at most 4096 rows (forward and fused backward).
-    (4095, 2, 3), (4096, 2, 3), (4097, 2, 3),
+    (4095, 1, 2), (4096, 1, 2), (4097, 1, 2),
     # _backward: at most MAX_CHUNKS = 64 chunks, so that past 64 blocks a chunk walks two.
-    (262143, 2, 3), (262144, 2, 3), (262145, 2, 3),
+    (262143, 1, 2), (262144, 1, 2), (262145, 1, 2),
     # _backward: dx reads a copy of W^T from TRANSPOSE_MIN_ROWS = 16 rows, on the stack up to
     # SMALL_WT = 2048 elements; _transpose.h: in one strip up to FL_TRANSPOSE_L1 = 8192
     # bytes (2048 float32, 1024 float64 elements), else in strips of 8 columns.
@@ -39,11 +39,10 @@ BLOCK_EDGE_SHAPES = [
     # _gemm: packed tiles from 2 * MIN_TASK_WORK = 2**23 multiply-adds.
     (127, 256, 256), (128, 256, 256), (129, 256, 256),
     # _gemm: a product split along k adds its partials ADD_BLOCK = 256 columns at a time:
-    # the forward's (k = M_in), then dW's (k = N).
-    (17, 2056, 255), (17, 2056, 256), (17, 2056, 257),
-    (2056, 17, 255), (2056, 17, 256), (2056, 17, 257),
+    # the forward's (k = M_in), and dW's (k = N) past one block.
+    (17, 2056, 255), (17, 2056, 256), (17, 2056, 257), (2056, 17, 257),
     # _gemm: small-kernel tiles up to SMALL_TASKS_MAX_WORK = 2**25 multiply-adds and k up to
-    # SMALL_TASKS_MAX_K = 1024; _backward: the fused chunks' partial dW bounded by
+    # SMALL_TASKS_MAX_K = 1024 (dx's k is M_out); _backward: the fused chunks' partial dW bounded by
     # MAX_PARTIAL = 2**21 elements (two chunks up to M_in * M_out = 2**20, one past it).
     (32, 1024, 1023), (32, 1024, 1024), (32, 1024, 1025),
 ]
