@@ -139,6 +139,53 @@ def test_a_broken_library_is_a_warning_and_scipy(tmp_path, name):
         assert out.split() == ["['scipy']", "132.0", "True"]
 
 
+@pytest.mark.parametrize("name", sorted(_backends.OPTIONAL))
+def test_a_pinned_backend_that_fails_under_measure(tmp_path, rng, name):
+    """Pinned but not installed, or not loadable, under the default planning mode on
+    calls big enough to be planned: a warning, SciPy's BLAS in every plan measured
+    and in the file, and right results."""
+    garbage = tmp_path / "libnot_a_blas.so.2"
+    garbage.write_bytes(b"\x7fELF not really")
+    x, W, dy = make(rng, (64, 100), np.float64), make(rng, (100, 50), np.float64), make(rng, (64, 50), np.float64)
+    b = make(rng, 50, np.float64)
+    for kind in ("f", "b11"):
+        assert len(_plans.candidates(kind, 64, 100, 50)) > 1, "the calls must be measured"
+    inputs, outputs = tmp_path / "inputs.npz", tmp_path / "outputs.npz"
+    np.savez(inputs, x=x, W=W, b=b, dy=dy)
+    for i, library in enumerate([None, str(garbage), "libm.so.6"]):
+        plan_file = tmp_path / f"plans-{i}.json"
+        # A fresh process: this one may have loaded the real library, which is then kept.
+        out = run_script(f"""
+            import json, warnings, numpy as np, fastlinear
+            from fastlinear import _backends, _plans
+            _backends._library = lambda name: {library!r}
+            fastlinear.set_planning("measure", {str(plan_file)!r})
+            a = np.load({str(inputs)!r})
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fastlinear.set_blas({name!r})
+                y = fastlinear.linear_forward(a["x"], a["W"], a["b"])
+                g = fastlinear.linear_backward(a["x"], a["W"], a["dy"])
+            np.savez({str(outputs)!r}, y=y, dx=g.dx, dW=g.dW, db=g.db)
+            measured = _plans.planner.summary()
+            fastlinear.set_planning("file", {str(plan_file)!r})  # what the file holds
+            print(json.dumps({{"warnings": [str(w.message) for w in caught],
+                              "backends": sorted(fastlinear._config.config()["blas_backends"]),
+                              "measured": measured, "saved": _plans.planner.summary()}}))
+        """)
+        report = json.loads(out.splitlines()[-1])
+        label = _backends.LABELS[name]
+        why = f"{label} was chosen but" if library is None else f"not using {label}: {library}"
+        assert any(why in w and "SciPy's BLAS" in w for w in report["warnings"]), report["warnings"]
+        assert report["backends"] == ["scipy"]
+        assert report["measured"]["measured_here"] == 2
+        for summary in (report["measured"], report["saved"]):
+            assert summary["plans_per_blas"] == {"scipy": 2}, summary
+        got = np.load(outputs)
+        for key, want, k in zip(("y", "dx", "dW", "db"), reference(x, W, b, dy), (100, 50, 64, 64)):
+            assert_close(got[key], want, np.float64, k)
+
+
 @pytest.mark.skipif("openblas" not in FOUND, reason="the openblas extra is not installed")
 def test_openblas_is_held_at_one_thread(rng):
     """Resized from outside (threadpoolctl sees the library), it computes single-threaded

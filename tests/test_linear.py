@@ -61,6 +61,39 @@ def test_linear_no_bias_state_dict_repr():
     assert len(g) == 1 and g[0][0] is other.W and g[0][1] is other.dW
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M_in, M_out", [(6, 3), (4, 4)], ids=str)
+def test_linear_loads_pytorch_keys_from_numpy_arrays(M_in, M_out, dtype):
+    """{"weight": W.T, "bias": b} as torch.nn.Linear.state_dict() names them, as
+    NumPy arrays (no torch needed): W is the weight transposed, copied in place
+    (a square W shows a missing transpose by its values)."""
+    rng = np.random.default_rng(3)
+    W, b = make(rng, (M_in, M_out), F64), make(rng, M_out, F64)
+    layer = Linear(M_in, M_out, dtype=dtype, seed=0)
+    W_before, b_before = layer.W, layer.b
+    layer.load_state_dict({"weight": W.T.copy(), "bias": b})
+    assert layer.W is W_before and layer.b is b_before
+    np.testing.assert_array_equal(layer.W, W.astype(dtype))
+    np.testing.assert_array_equal(layer.b, b.astype(dtype))
+    x, dy = make(rng, (5, M_in), dtype), make(rng, (5, M_out), dtype)
+    ry, rdx, rdW, rdb = reference(x, W.astype(dtype), b.astype(dtype), dy)
+    assert_close(layer(x), ry, dtype, M_in)
+    assert_close(layer.backward(dy), rdx, dtype, M_out)
+    no_bias = Linear(M_in, M_out, bias=False, dtype=dtype, seed=0)
+    no_bias.load_state_dict({"weight": W.T})
+    np.testing.assert_array_equal(no_bias.W, W.astype(dtype))
+    kept = layer.state_dict()
+    with pytest.raises(ValueError, match=rf"PyTorch's shape \(out_features, in_features\) = "
+                                         rf"\({M_out}, {M_in}\)"):
+        layer.load_state_dict({"weight": np.zeros((M_in, M_out + 1)), "bias": b})
+    with pytest.raises(ValueError, match="keys"):
+        layer.load_state_dict({"weight": W.T})
+    with pytest.raises(ValueError, match=r"b must have shape"):
+        layer.load_state_dict({"weight": W.T, "bias": np.zeros(M_out + 1)})
+    for name, value in kept.items():
+        np.testing.assert_array_equal(getattr(layer, name), value)
+
+
 @pytest.mark.parametrize("M_in, M_out", [(0, 3), (3, 0), (0, 0)])
 def test_linear_with_zero_features(M_in, M_out):
     """A layer may have no inputs (y is the bias) or no outputs."""

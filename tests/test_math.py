@@ -335,6 +335,37 @@ def test_weights_past_the_blas_limit_are_refused():
                 call()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("side", ["M_in", "M_out"])
+def test_the_blas_limit_on_both_sides(side, dtype):
+    """W with M_in or M_out of 2**31 - 1, the largest BLAS integer, is accepted, and
+    of 2**31 refused naming the limit (zero-sized arrays: nothing is allocated)."""
+    limit = 2 ** 31 - 1
+
+    def arrays_with(size):
+        M_in, M_out = (size, 0) if side == "M_in" else (0, size)
+        return (np.empty((0, M_in), dtype), np.empty((M_in, M_out), dtype),
+                np.empty((0, M_out), dtype))
+
+    x, W, dy = arrays_with(limit)
+    M_in, M_out = W.shape
+    # A db of 2**31 - 1 elements would take 16 GiB: that side is checked without a bias.
+    b = np.empty(M_out, dtype) if side == "M_in" else None
+    y = fastlinear.linear_forward(x, W, b)
+    g = fastlinear.linear_backward(x, W, dy, bias=b is not None)
+    assert_close(y, np.zeros((0, M_out)), dtype, M_in)
+    assert_close(g.dx, np.zeros((0, M_in)), dtype, M_out)
+    assert_close(g.dW, np.zeros((M_in, M_out)), dtype, 0)
+    if b is not None:
+        assert_close(g.db, np.zeros(0), dtype, 0)
+    x, W, dy = arrays_with(limit + 1)
+    message = rf"W of shape \({W.shape[0]}, {W.shape[1]}\) has a dimension above {limit}"
+    with pytest.raises(ValueError, match=message):
+        fastlinear.linear_forward(x, W)
+    with pytest.raises(ValueError, match=message):
+        fastlinear.linear_backward(x, W, dy, bias=False)
+
+
 @pytest.fixture(params=[(False, 2), (False, 8), (True, 2)],
                 ids=["packed-tiles-2", "packed-tiles-8", "small-kernel-tiles"])
 def tiled_plan(request):
