@@ -1,7 +1,9 @@
-"""Reference math, tolerances, shapes and a fresh interpreter, shared by the tests."""
+"""Reference math, tolerances, shapes, a fresh interpreter and a check of the C
+compiler, shared by the tests."""
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -88,6 +90,24 @@ def zero_strides(a):
     a = np.ascontiguousarray(a)
     strides = tuple(0 if n == 1 else s for n, s in zip(a.shape, a.strides))
     return np.lib.stride_tricks.as_strided(a, a.shape, strides, writeable=False)
+
+
+def c_compiler_fails(*flags):
+    """Why ``cc`` cannot compile and run a trivial C program with ``flags``, or None
+    if it can: a compiler that is found is not always one that works."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source, exe = os.path.join(tmp, "main.c"), os.path.join(tmp, "main")
+        with open(source, "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        for step in (["cc", *flags, source, "-o", exe], [exe]):
+            try:
+                proc = subprocess.run(step, capture_output=True, text=True, timeout=120)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return f"{' '.join(step)}: {e}"
+            if proc.returncode != 0:
+                return (f"{' '.join(step)} exited with {proc.returncode}: "
+                        f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+    return None
 
 
 def run_script(code, timeout=300):
