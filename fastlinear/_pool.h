@@ -63,6 +63,25 @@ static void fl_pool_init(void) {}
 /* Pauses between two readings of the clock while polling. */
 #define FL_SPIN_CHECK 64
 #define FL_MAX_HELPERS 255
+/* On a machine busier than its cores, sharing a job loses to running it on
+ * the caller alone: a polling helper takes a core from the caller, and one
+ * descheduled while it holds a task makes the caller wait.  So after two
+ * losses in a row the next jobs run on the caller alone, with the helpers
+ * asleep: FL_ALONE_MIN
+ * jobs at first, four times as many after each further loss, up to
+ * FL_ALONE_MAX, half as many after a win.  A job lost if its helpers' tasks
+ * ended later after the caller's than they took to compute (what they would
+ * have added to the caller's time), or if no helper came for a task before
+ * the caller had run them all; FL_WINDOW jobs lost together if the
+ * caller ran less than FL_SHARE of the time it worked on them (another
+ * runnable thread, a helper or not, shared its core).  Only jobs whose
+ * helpers were all polling are judged: one woken from sleep is late on any
+ * machine.  Counts of jobs and shares of time, not times: each job measures
+ * for itself, on any CPU, whether sharing paid. */
+#define FL_ALONE_MIN 16
+#define FL_ALONE_MAX 1024
+#define FL_WINDOW 8
+#define FL_SHARE 0.9
 
 static pthread_mutex_t fl_lock = PTHREAD_MUTEX_INITIALIZER;  /* the fields below */
 static pthread_cond_t fl_wake = PTHREAD_COND_INITIALIZER;      /* a new job */
@@ -79,6 +98,15 @@ static int fl_seats;                  /* helpers that may still join the job */
  * that wakes after its job ended can never take a task of the next one. */
 static _Atomic uint64_t fl_claim;
 static atomic_llong fl_done;          /* tasks of the current job finished */
+static atomic_llong fl_helper_cpu;    /* CPU ns the helpers spent on its tasks */
+static atomic_llong fl_helper_end;    /* when a helper last finished one of them */
+static int64_t fl_arrival;            /* when the first helper came for its tasks */
+static int fl_alone = 0;              /* jobs left to run on the caller alone */
+static int fl_judged = 0;             /* jobs judged in the current window */
+static int fl_strikes = 0;            /* losses since the last win */
+static int64_t fl_caller_cpu = 0;     /* the caller's CPU ns working on them */
+static int64_t fl_caller_wall = 0;    /* and wall-clock ns */
+static int fl_alone_next = FL_ALONE_MIN;  /* how many after the next job that lost */
 
 static int64_t fl_now_ns(void)
 {
@@ -96,15 +124,34 @@ static inline void fl_pause(void)
 #endif
 }
 
-/* Claim and run tasks of job `generation` until none is left. */
-static void fl_work(unsigned generation, fl_task fn, void *arg, Py_ssize_t n)
+static int64_t fl_thread_cpu_ns(void)
 {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Claim and run tasks of job `generation` until none is left; the number run.
+ * A helper (`helper` nonzero) adds each task's CPU time to fl_helper_cpu, and
+ * its end to fl_helper_end, before it counts the task done, so the caller
+ * reads all of it. */
+static Py_ssize_t fl_work(unsigned generation, fl_task fn, void *arg, Py_ssize_t n, int helper)
+{
+    Py_ssize_t ran = 0;
     for (;;) {
         uint64_t claim = atomic_load(&fl_claim);
         if ((unsigned)(claim >> 32) != generation || (Py_ssize_t)(claim & 0xffffffffu) >= n)
-            return;
+            return ran;
         if (atomic_compare_exchange_weak(&fl_claim, &claim, claim + 1)) {
+            int64_t cpu = helper ? fl_thread_cpu_ns() : 0;
+            ran++;
             fn((Py_ssize_t)(claim & 0xffffffffu), arg);
+            if (helper) {
+                long long end = fl_now_ns(), last = atomic_load(&fl_helper_end);
+                atomic_fetch_add(&fl_helper_cpu, fl_thread_cpu_ns() - cpu);
+                while (last < end && !atomic_compare_exchange_weak(&fl_helper_end, &last, end))
+                    ;
+            }
             if (atomic_fetch_add(&fl_done, 1) == n - 1) {
                 pthread_mutex_lock(&fl_lock);
                 pthread_cond_broadcast(&fl_finished);
@@ -141,9 +188,11 @@ static void *fl_helper(void *unused)
         arg = fl_arg;
         n = fl_n;
         join = fl_seats-- > 0;
+        if (join && fl_arrival == 0)
+            fl_arrival = fl_now_ns();
         pthread_mutex_unlock(&fl_lock);
         if (join)
-            fl_work(generation, fn, arg, n);
+            fl_work(generation, fn, arg, n, 1);
     }
     return NULL;
 }
@@ -151,14 +200,21 @@ static void *fl_helper(void *unused)
 static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
 {
     unsigned generation;
-    Py_ssize_t t;
+    Py_ssize_t t, ran;
+    int64_t finished, waited, cpu, wall;
+    int lost;
+    int polling = 1;
     int wanted = threads - 1 < FL_MAX_HELPERS ? threads - 1 : FL_MAX_HELPERS;
     if (wanted > n - 1)
         wanted = (int)(n - 1);
     if (n >= ((Py_ssize_t)1 << 31))
         wanted = 0;  /* claims count tasks in 32 bits; no caller has this many */
     pthread_mutex_lock(&fl_lock);
-    if (wanted <= 0 || fl_busy) {  /* one thread, or the pool is another caller's */
+    if (wanted > 0 && !fl_busy && fl_alone > 0) {
+        fl_alone--;
+        wanted = 0;
+    }
+    if (wanted <= 0 || fl_busy) {  /* one thread, the pool is another caller's, or alone */
         pthread_mutex_unlock(&fl_lock);
         for (t = 0; t < n; t++)
             fn(t, arg);
@@ -176,25 +232,59 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
         }
         pthread_attr_destroy(&attr);
         fl_helpers++;
+        polling = 0;  /* a new helper has yet to start */
     }
     generation = atomic_load(&fl_generation) + 1;
     fl_fn = fn;
     fl_arg = arg;
     fl_n = n;
     atomic_store(&fl_done, 0);
+    atomic_store(&fl_helper_cpu, 0);
+    atomic_store(&fl_helper_end, 0);
+    fl_arrival = 0;
     fl_seats = wanted;
     atomic_store(&fl_claim, (uint64_t)generation << 32);
     atomic_store(&fl_generation, generation);
-    if (fl_sleeping)
+    if (fl_sleeping) {
+        polling = 0;
         pthread_cond_broadcast(&fl_wake);
+    }
     pthread_mutex_unlock(&fl_lock);
-    fl_work(generation, fn, arg, n);
+    cpu = fl_thread_cpu_ns();
+    wall = fl_now_ns();
+    ran = fl_work(generation, fn, arg, n, 0);
+    finished = fl_now_ns();
+    wall = finished - wall;
+    cpu = fl_thread_cpu_ns() - cpu;
     /* Only tasks a helper has claimed are left: wait for them to finish. */
     for (t = 0; t < 100 * FL_SPIN_CHECK && atomic_load(&fl_done) < n; t++)
         fl_pause();
     pthread_mutex_lock(&fl_lock);
     while (atomic_load(&fl_done) < n)
         pthread_cond_wait(&fl_finished, &fl_lock);
+    if (polling && ran > 0) {
+        /* Up to the helpers' last task's end, not the caller's wake-up. */
+        waited = ran < n ? atomic_load(&fl_helper_end) - finished : 0;
+        lost = waited > atomic_load(&fl_helper_cpu)
+            || (ran == n && (fl_arrival == 0 || fl_arrival > finished));
+        fl_caller_cpu += cpu;
+        fl_caller_wall += wall;
+        if (++fl_judged == FL_WINDOW) {
+            lost |= fl_caller_cpu < FL_SHARE * fl_caller_wall;
+            fl_judged = 0;
+            fl_caller_cpu = fl_caller_wall = 0;
+        }
+        /* One loss alone may be a stray interrupt: two in a row are load. */
+        fl_strikes = lost ? (fl_strikes < 2 ? fl_strikes + 1 : 2) : ran < n ? 0 : fl_strikes;
+        if (lost && fl_strikes >= 2) {
+            fl_alone = fl_alone_next;
+            fl_alone_next = fl_alone_next < FL_ALONE_MAX / 4 ? 4 * fl_alone_next : FL_ALONE_MAX;
+            fl_judged = 0;
+            fl_caller_cpu = fl_caller_wall = 0;
+        } else if (!lost && ran < n && fl_alone_next > FL_ALONE_MIN) {
+            fl_alone_next /= 2;
+        }
+    }
     fl_busy = 0;
     pthread_mutex_unlock(&fl_lock);
 }
@@ -207,7 +297,9 @@ static void fl_pool_after_fork(void)
     fl_lock = lock;
     fl_wake = wake;
     fl_finished = finished;
-    fl_helpers = fl_sleeping = fl_busy = 0;
+    fl_helpers = fl_sleeping = fl_busy = fl_alone = fl_judged = fl_strikes = 0;
+    fl_caller_cpu = fl_caller_wall = 0;
+    fl_alone_next = FL_ALONE_MIN;
 }
 
 static void fl_pool_init(void)
