@@ -357,7 +357,7 @@ def verdict(rows, info):
                      f" (median {statistics.median(speedups):.2f}x)")
         if slower:
             worst = min(slower)
-            text += (f"; slower in {len(slower)}, at worst taking {1 / worst[0]:.2f}x its time "
+            text += (f"; slower in {len(slower)}, by up to {1 / worst[0] - 1:.1%} "
                      f"({worst[1]})")
         lines.append(text)
     lines.append("(Medians of per-round ratios in this run, on this machine: another CPU, BLAS "
@@ -399,7 +399,7 @@ def plot(rows, path):
                        fontsize=7, rotation=90)
     ax.set_ylabel("fastlinear step / peer step")
     ax.set_yscale("log")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(f"MLP training step, {cpu_name()}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -34,7 +34,7 @@ def requality(key, entry, factor):
         plans.append(stored)
     if len(plans) < 2:
         return {"key": key, "candidates": 1}
-    _, times = _plans.timings(kind, dtype, N, M_in, M_out, plans, factor * _plans.BUDGET)
+    _, _, times = _plans.timings(kind, dtype, N, M_in, M_out, plans, factor * _plans.BUDGET)
     best = min(plans, key=lambda plan: statistics.median(times[plan]))
     return {"key": key, "stored": _plans.plan_to_json(stored), "best": _plans.plan_to_json(best),
             "candidates": len(plans), "rounds": len(times[best]),

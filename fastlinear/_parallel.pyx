@@ -5,6 +5,7 @@ cdef extern from "_pool.h":
     const char* FL_POOL_KIND
     void fl_parallel_for(Py_ssize_t n, int threads, parallel.task_fn task, void* arg) noexcept nogil
     void fl_pool_init()
+    void fl_pool_adapt(int on) noexcept nogil
 
 fl_pool_init()
 
@@ -17,6 +18,12 @@ def threads_kind():
     """What runs the parallel loops: "pthreads" (a pool of fastlinear's own),
     "openmp" (where there are no POSIX threads), or "serial"."""
     return FL_POOL_KIND.decode()
+
+
+def pool_adapts(bint on):
+    """Whether the pool may run jobs on the caller alone after jobs that sharing
+    lost (see _pool.h); the planner turns it off while it times plans."""
+    fl_pool_adapt(on)
 
 
 # The path codes a plan holds, for the Python layer that chooses them.

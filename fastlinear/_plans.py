@@ -42,6 +42,14 @@ BUDGET = 0.03
 TUNE_BUDGET = 10 * BUDGET
 # A kept plan whose runner-up was within this factor of it is a close call.
 CLOSE_CALL = 1.05
+# Seconds to wait before timing candidates: OpenBLAS's idle threads (NumPy's
+# BLAS, after a product the program ran just before) spin for 2**28 cycles,
+# about 0.1 s at 2-3 GHz, and would take the core that parallel plans need,
+# so that a first call right after a NumPy product chose the calling thread.
+SETTLE = 0.2
+# Seconds a timed sample lasts at least (calls repeated): perf_counter's own
+# cost is a fraction of a microsecond on any machine, a thousandth of this.
+MIN_SAMPLE = 0.0002
 # Problems below this many multiply-adds always run on the calling thread:
 # waking a second thread and handing the GIL over take microseconds on any
 # machine, as long as such a problem takes on one core.
@@ -218,16 +226,19 @@ def _problem(kind, dtype, N, M_in, M_out):
         None, False, threads, plan)
 
 
-def _timed_rounds(call, plans, rounds):
-    """Per plan, the seconds of each of ``rounds`` interleaved rounds (each
-    round starts at another plan, so none always runs first)."""
+def _timed_rounds(call, plans, rounds, repeats=None):
+    """Per plan, the seconds per call of each of ``rounds`` interleaved rounds
+    (each round starts at another plan, so none always runs first), a round
+    timing ``repeats[plan]`` calls in a row (1 if not given)."""
     threads = get_num_threads()
     times = {plan: [] for plan in plans}
     for r in range(rounds):
         for plan in plans[r % len(plans):] + plans[:r % len(plans)]:
+            k = repeats[plan] if repeats else 1
             t = time.perf_counter()
-            call(plan, threads)
-            times[plan].append(time.perf_counter() - t)
+            for _ in range(k):
+                call(plan, threads)
+            times[plan].append((time.perf_counter() - t) / k)
     return times
 
 
@@ -237,13 +248,29 @@ def _paired(times, plan, against):
 
 
 def timings(kind, dtype, N, M_in, M_out, plans, budget):
-    """Per plan, the seconds of interleaved rounds of a call of this class, for
-    about ``budget`` seconds (at least 3 rounds) after an untimed call of each."""
+    """The call of this class, the calls per sample of each plan (_repeats),
+    and per plan the seconds per call of interleaved rounds, for about
+    ``budget`` seconds (at least 3 rounds) after an untimed call of each."""
     call = _problem(kind, dtype, N, M_in, M_out)
-    first = _timed_rounds(call, plans, 1)  # pages, BLAS buffers, the thread team
-    once = sum(ts[0] for ts in first.values())
-    return call, _timed_rounds(call, plans, int(max(3, min(budget / BUDGET * 25,
-                                                            budget / max(once, 1e-9)))))
+    time.sleep(SETTLE)
+    _timed_rounds(call, plans, 1)  # pages, BLAS buffers, the thread team
+    repeats = _repeats(call, plans)
+    once = sum(_timed_rounds(call, plans, 1, repeats)[plan][0] * repeats[plan] for plan in plans)
+    return call, repeats, _timed_rounds(call, plans, int(max(3, min(
+        budget / BUDGET * 25, budget / max(once, 1e-9)))), repeats)
+
+
+def _repeats(call, plans):
+    """Calls per timed sample of each plan: enough for about MIN_SAMPLE seconds,
+    so that a call of microseconds is not timed against the clock's own cost
+    and the state the previous plan left behind."""
+    threads = get_num_threads()
+    repeats = {}
+    for plan in plans:
+        t = time.perf_counter()
+        call(plan, threads)
+        repeats[plan] = int(min(100, max(1, MIN_SAMPLE / max(time.perf_counter() - t, 1e-9))))
+    return repeats
 
 
 def measure(kind, dtype, N, M_in, M_out, plans, budget=BUDGET):
@@ -256,14 +283,23 @@ def measure(kind, dtype, N, M_in, M_out, plans, budget=BUDGET):
     plan replaces the built-in one only if the median of its per-round ratios
     to it is below MARGIN: a win in one lucky round does not count.
     """
-    call, screened = timings(kind, dtype, N, M_in, M_out, plans, budget)
+    _parallel.pool_adapts(False)  # every plan timed as it runs on free cores
+    try:
+        return _measure(kind, dtype, N, M_in, M_out, plans, budget)
+    finally:
+        _parallel.pool_adapts(True)
+
+
+def _measure(kind, dtype, N, M_in, M_out, plans, budget):
+    call, repeats, screened = timings(kind, dtype, N, M_in, M_out, plans, budget)
     ranked = sorted(plans[1:], key=lambda plan: min(screened[plan]))
     finalists = [plans[0]] + ranked[:2]
     if len(finalists) == 1:
         return plans[0], None
     rounds = int(max(5, min(len(screened[plans[0]]) * 2,
-                            2 * budget / max(sum(min(screened[p]) for p in finalists), 1e-9))))
-    times = _timed_rounds(call, finalists, rounds)
+                            2 * budget / max(sum(min(screened[p]) * repeats[p]
+                                                 for p in finalists), 1e-9))))
+    times = _timed_rounds(call, finalists, rounds, repeats)
     best = min(finalists, key=lambda plan: _paired(times, plan, plans[0]))
     if _paired(times, best, plans[0]) > MARGIN:
         best = plans[0]

@@ -46,6 +46,8 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
 
 static void fl_pool_init(void) {}
 
+static void fl_pool_adapt(int on) { (void)on; }
+
 #else /* POSIX: the pool */
 
 #define FL_POOL_KIND "pthreads"
@@ -104,6 +106,7 @@ static int64_t fl_arrival;            /* when the first helper came for its task
 static int fl_alone = 0;              /* jobs left to run on the caller alone */
 static int fl_judged = 0;             /* jobs judged in the current window */
 static int fl_strikes = 0;            /* losses since the last win */
+static int fl_adaptive = 1;           /* whether jobs are judged at all */
 static int64_t fl_caller_cpu = 0;     /* the caller's CPU ns working on them */
 static int64_t fl_caller_wall = 0;    /* and wall-clock ns */
 static int fl_alone_next = FL_ALONE_MIN;  /* how many after the next job that lost */
@@ -249,6 +252,7 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
         polling = 0;
         pthread_cond_broadcast(&fl_wake);
     }
+    polling = polling && fl_adaptive;
     pthread_mutex_unlock(&fl_lock);
     cpu = fl_thread_cpu_ns();
     wall = fl_now_ns();
@@ -286,6 +290,18 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
         }
     }
     fl_busy = 0;
+    pthread_mutex_unlock(&fl_lock);
+}
+
+/* Whether jobs may run on the caller alone after losses (on) or always share
+ * (off, as while plans are timed: a plan is chosen for a machine whose cores
+ * are free, and the judgement applies to whichever plan runs). */
+static void fl_pool_adapt(int on)
+{
+    pthread_mutex_lock(&fl_lock);
+    fl_adaptive = on;
+    fl_alone = fl_judged = fl_strikes = 0;
+    fl_caller_cpu = fl_caller_wall = 0;
     pthread_mutex_unlock(&fl_lock);
 }
 

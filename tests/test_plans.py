@@ -330,17 +330,19 @@ def test_a_kept_plan_wins_its_paired_rounds(monkeypatch):
     assert len(plans) >= 3
     lucky, steady = plans[1], plans[2]
 
-    def fake_timed_rounds(call, chosen, rounds):
+    def fake_timed_rounds(call, chosen, rounds, repeats=None):
         # lucky: fastest once, slow otherwise; steady: 10% faster than built in every round
         times = {plans[0]: [1.0] * rounds, steady: [0.9] * rounds, lucky: [0.5] + [1.3] * (rounds - 1)}
         return {p: times.get(p, [2.0] * rounds) for p in chosen}
 
     monkeypatch.setattr(_plans, "_timed_rounds", fake_timed_rounds)
     monkeypatch.setattr(_plans, "_problem", lambda *shape: None)
+    monkeypatch.setattr(_plans, "_repeats", lambda call, chosen: dict.fromkeys(chosen, 1))
+    monkeypatch.setattr(_plans, "SETTLE", 0)
     best, margin = _plans.measure("b11", "float64", 64, 784, 256, plans)
     assert best == steady and margin == pytest.approx(1.0 / 0.9)
 
-    def close(call, chosen, rounds):  # 2% faster: within the noise margin, the built-in plan stays
+    def close(call, chosen, rounds, repeats=None):  # 2% faster: within the noise margin, the built-in plan stays
         return {p: [0.98 if p == steady else 1.0] * rounds for p in chosen}
 
     monkeypatch.setattr(_plans, "_timed_rounds", close)
