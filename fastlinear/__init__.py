@@ -5,6 +5,7 @@ fastlinear's own threads over SciPy's BLAS (or MKL or a newer OpenBLAS, with the
 ``mkl`` or ``openblas`` extra).  See :class:`Linear`, :func:`linear_forward` and
 :func:`linear_backward`.
 """
+from . import optim
 from ._api import Grads, linear_backward, linear_forward
 from ._backends import set_blas
 from ._config import show_config
@@ -13,5 +14,5 @@ from ._plans import set_planning, tune
 from ._threads import get_num_threads, set_num_threads
 from ._version import __version__
 
-__all__ = ["Grads", "Linear", "linear_backward", "linear_forward", "get_num_threads",
+__all__ = ["Grads", "Linear", "optim", "linear_backward", "linear_forward", "get_num_threads",
            "set_blas", "set_num_threads", "set_planning", "show_config", "tune", "__version__"]

@@ -5,7 +5,7 @@ import threading
 import warnings
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-_given = set()
+_given: set = set()
 _lock = threading.Lock()
 
 

@@ -40,6 +40,7 @@ MATH_FIRST = ("tests/test_math.py", "tests/test_properties.py", "tests/test_erro
 # The tests of each source, where not API_FIRST.
 ACTIVATION_TESTS = ("tests/test_activations.py",)
 PLAN_TESTS = ("tests/test_plans.py",)
+OPTIM_TESTS = ("tests/test_optim.py",)
 STEP_TESTS = ("tests/test_step.py",)
 TESTS_OF = {"fastlinear/dask.py": ("tests/test_dask.py",),
             **{f"fastlinear/{k}.pyx": MATH_FIRST
@@ -195,6 +196,17 @@ MUTANTS = [
        tests=PLAN_TESTS),
     _m("plan-file-written-in-file-mode", "_plans.py", 'if self.mode != "measure" or len(plans) == 1:',
        "if len(plans) == 1:", tests=PLAN_TESTS),
+    # Optimizer steps (fastlinear.optim).
+    _m("adam-first-moment-rate", "_optim.pyx", "m[i] = beta1 * m[i] + c1 * g",
+       "m[i] = beta1 * m[i] + c2 * g", tests=OPTIM_TESTS),
+    _m("adam-eps-inside-root", "_optim.pyx", "root = <floating>sqrt(v[i])",
+       "root = <floating>sqrt(v[i] + eps)", tests=OPTIM_TESTS),
+    _m("sgd-nesterov-plain", "_optim.pyx", "param[i] = param[i] + (momentum * step - lr * grad[i])",
+       "param[i] = param[i] + step", tests=OPTIM_TESTS),
+    _m("optim-last-chunk", "_optim.pyx", "_adam(a, t * CHUNK, min(a.size, (t + 1) * CHUNK), <double>0)",
+       "_adam(a, t * CHUNK, min(a.size - 1, (t + 1) * CHUNK), <double>0)", tests=OPTIM_TESTS),
+    _m("optim-overlap-unchecked", "optim.py", "if np.shares_memory(a, b):", "if False:",
+       tests=OPTIM_TESTS),
     # Validation and dispatch.
     _m("plan-narrow-rows", "_api.pyx", "N >= NARROW_ROWS", "N > NARROW_ROWS"),
     _m("dtype-non-native-any-float", "_api.pyx", 'dt.kind == "f" and dt.itemsize in (4, 8)',
