@@ -1,0 +1,132 @@
+"""The planner: which candidates reach the final rounds, how long it screens,
+and which plans of the file it keeps and takes."""
+import json
+import os
+
+import numpy as np
+import pytest
+from _helpers import make
+
+import fastlinear
+from fastlinear import _parallel, _planfile, _plans
+from fastlinear._parallel import PATHS, make_plan
+
+
+@pytest.fixture
+def plan_file(tmp_path, monkeypatch):
+    """A planner measuring into a fresh file, without the settling pause; the suite's settings afterwards."""
+    monkeypatch.setattr(_plans, "SETTLE", 0)
+    path = tmp_path / "plans.json"
+    fastlinear.set_planning("measure", path)
+    yield path
+    fastlinear.set_planning(os.environ["FASTLINEAR_PLANS"], os.environ["FASTLINEAR_PLAN_FILE"])
+
+
+def _own_section(path):
+    data = json.loads(path.read_text())
+    (section,) = [s for s in data["sections"] if s["identity"] == _plans.identity()]
+    return section["plans"]
+
+
+# Four distinct plans: the built-in one first.
+PLANS = [make_plan(PATHS["tiled"], False, 2), make_plan(PATHS["serial"], False, 2),
+         make_plan(PATHS["blocked"], False, 2), make_plan(PATHS["tiled"], True, 2)]
+
+
+def test_candidates_are_screened_on_their_fastest_round(monkeypatch):
+    """A round is only ever slowed by other work: a candidate fast in one round
+    and slowed in the others is a finalist, and wins when the final rounds show it."""
+    default, noisy, steady, slower = PLANS
+    screened = {default: [1.0] * 5, noisy: [0.5, 3.0, 3.0, 3.0, 3.0], steady: [0.9] * 5,
+                slower: [0.95] * 5}
+    monkeypatch.setattr(_plans, "timings",
+                        lambda *args: (None, dict.fromkeys(PLANS, 1), screened))
+    final = {default: 1.0, noisy: 0.6, steady: 0.9, slower: 0.95}
+    timed = []
+
+    def rounds(call, chosen, n, repeats=None):
+        timed.append(list(chosen))
+        return {p: [final[p]] * n for p in chosen}
+
+    monkeypatch.setattr(_plans, "_timed_rounds", rounds)
+    best, margin = _plans.measure("b11", "float64", 64, 784, 256, PLANS)
+    assert timed == [[default, noisy, steady]]
+    assert best == noisy and margin == pytest.approx(0.9 / 0.6)
+
+
+@pytest.mark.parametrize("budget, call_seconds, most", [
+    (_plans.BUDGET, 1e-7, 25),          # quick calls: at most 25 rounds
+    (10 * _plans.BUDGET, 1e-7, 250),    # tune's budget: ten times as many
+    (_plans.BUDGET, 1.0, 3),            # slow calls: the 3 rounds at least
+])
+def test_screening_rounds(monkeypatch, budget, call_seconds, most):
+    """Screening lasts about ``budget``: at least 3 rounds, at most 25 per BUDGET."""
+    monkeypatch.setattr(_plans, "SETTLE", 0)
+    monkeypatch.setattr(_plans, "_problem", lambda *shape: None)
+    monkeypatch.setattr(_plans, "_repeats", lambda call, chosen: dict.fromkeys(chosen, 1))
+    monkeypatch.setattr(_plans, "_timed_rounds",
+                        lambda call, chosen, n, repeats=None: {p: [call_seconds] * n for p in chosen})
+    _, _, screened = _plans.timings("b11", "float64", 64, 784, 256, PLANS, budget)
+    for plan in PLANS:
+        assert 3 <= len(screened[plan]) <= most
+
+
+def test_tune_again_with_the_same_budget_measures_nothing(plan_file):
+    """A class measured for ``budget`` is known for that budget: tune() again keeps its plans."""
+    first = fastlinear.tune([(64, 784, 256)], dtypes=["float64"], budget=0.005)
+    measured = _plans.planner.summary()["measured_here"]
+    assert measured == 3
+    content = plan_file.read_bytes()
+    assert fastlinear.tune([(64, 784, 256)], dtypes=["float64"], budget=0.005) == first
+    assert _plans.planner.summary()["measured_here"] == measured
+    assert plan_file.read_bytes() == content
+
+
+def test_tune_plans_the_first_layer(plan_file, rng):
+    """tune() plans the forward, the backward and the backward without dx (a
+    first layer): training then measures nothing."""
+    chosen = fastlinear.tune([(64, 784, 256)], dtypes=["float64"], budget=0.005)
+    assert {key.split(":")[0] for key in chosen} == {"f", "b11", "b01"}
+    measured = _plans.planner.summary()["measured_here"]
+    x, W, dy = (make(rng, s, np.float64) for s in ((64, 784), (784, 256), (64, 256)))
+    y = fastlinear.linear_forward(x, W)
+    dx, dW, db = fastlinear.linear_backward(x, W, dy)
+    none, dW1, db1 = fastlinear.linear_backward(x, W, dy, need_dx=False)
+    assert none is None
+    np.testing.assert_allclose(dW1, x.T @ dy, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(y, x @ W, rtol=1e-10, atol=1e-9)
+    assert _plans.planner.summary()["measured_here"] == measured
+
+
+def test_plans_another_process_wrote_are_kept(plan_file, rng):
+    """Plans written to the file after this process read it (by a process
+    planning beside it) survive this process's next write, and are used."""
+    x, W = make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64)
+    fastlinear.linear_forward(x, W)  # measured, the file written
+    theirs = {"path": "serial", "small_kernels": False, "tasks": 2, "blas": "scipy"}
+    data = json.loads(plan_file.read_text())
+    (section,) = data["sections"]
+    section["plans"]["f:float64:12:33:7"] = theirs
+    plan_file.write_text(json.dumps(data))
+    fastlinear.linear_forward(make(rng, (32, 64), np.float64), make(rng, (64, 128), np.float64))
+    assert _plans.planner.summary()["measured_here"] == 2
+    plans = _own_section(plan_file)
+    assert plans["f:float64:12:33:7"] == theirs and "f:float64:6:64:128" in plans
+    assert _plans.plan_to_json(_plans.planner.choose("f", "float64", 2049, 33, 7)) == theirs
+
+
+def test_a_longer_measurement_in_the_file_is_taken(plan_file, rng):
+    """Where another process measured a class for longer since this one read the
+    file, asking for that budget takes its plan instead of measuring again."""
+    x, W = make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64)
+    fastlinear.linear_forward(x, W)  # measured for BUDGET
+    assert _plans.planner.summary()["measured_here"] == 1
+    theirs = {"path": "serial", "small_kernels": False, "tasks": 2, "blas": "scipy",
+              "margin": 1.25, "budget": 0.5}
+    data = json.loads(plan_file.read_text())
+    data["sections"][0]["plans"]["f:float64:7:784:256"] = theirs
+    plan_file.write_text(json.dumps(data))
+    plan = _plans.planner.choose("f", "float64", 64, 784, 256, budget=0.5)
+    assert _plans.plan_to_json(plan, 1.25, 0.5) == theirs
+    assert _plans.planner.summary()["measured_here"] == 1
+    assert _own_section(plan_file)["f:float64:7:784:256"] == theirs
