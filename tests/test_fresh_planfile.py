@@ -8,7 +8,7 @@ import pytest
 from _helpers import make
 
 import fastlinear
-from fastlinear import _parallel, _planfile, _plans
+from fastlinear import _planfile, _plans
 
 KEY = "f:float64:7:784:256"
 ENTRY = {"path": "serial", "small_kernels": False, "tasks": 2, "blas": "scipy"}

@@ -8,7 +8,7 @@ import pytest
 from _helpers import make
 
 import fastlinear
-from fastlinear import _parallel, _planfile, _plans
+from fastlinear import _plans
 from fastlinear._parallel import PATHS, make_plan
 
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import warnings
 
-import fastlinear
 from fastlinear import _warn
 
 SCRIPT = """\
