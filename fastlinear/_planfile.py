@@ -26,6 +26,9 @@ FORMAT = 3
 # rewritten as a section of the current layout.
 OLD_FORMAT = 2
 PLAN_FIELDS = frozenset({"path", "small_kernels", "tasks", "blas"})
+# The most tasks per product a plan may hold (fastlinear._parallel.make_plan's
+# bound; a machine's plans have its CPU count rounded up to a power of two).
+MAX_TASKS = 1 << 20
 # Where the plan was measured here: how far it led the runner-up (null if
 # it had none) and the seconds its candidates were screened for.
 MEASURE_FIELDS = frozenset({"margin", "budget"})
@@ -65,7 +68,7 @@ def _check_entry(entry, paths, backends):
     """ValueError unless ``entry`` is a plan entry naming one of ``paths`` and ``backends``."""
     if not (isinstance(entry, dict) and set(entry) in (PLAN_FIELDS, PLAN_FIELDS | MEASURE_FIELDS)
             and entry["path"] in paths and isinstance(entry["small_kernels"], bool)
-            and type(entry["tasks"]) is int and 1 <= entry["tasks"] <= 1024
+            and type(entry["tasks"]) is int and 1 <= entry["tasks"] <= MAX_TASKS
             and entry["blas"] in backends):
         raise ValueError(f"not a plan: {entry!r}")
     if "budget" in entry and not (
@@ -173,6 +176,8 @@ class PlanFile:
         try:
             os.makedirs(os.path.dirname(target) or ".", mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target) or ".", prefix=".plans-")
+            if os.path.exists(target):  # the replacement keeps the file's permissions
+                os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
         except OSError as e:
             self._warn_once(f"cannot be written ({e.strerror or e})",
                             "plans measured here last until this process ends")

@@ -314,6 +314,7 @@ static void fl_pool_after_fork(void)
     fl_wake = wake;
     fl_finished = finished;
     fl_helpers = fl_sleeping = fl_busy = fl_alone = fl_judged = fl_strikes = 0;
+    fl_adaptive = 1;
     fl_caller_cpu = fl_caller_wall = 0;
     fl_alone_next = FL_ALONE_MIN;
 }

@@ -275,6 +275,16 @@ def test_other_identities_keep_their_plans(plan_file, rng):
     assert _plans.planner.summary()["measured_here"] == 0
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX file modes")
+@pytest.mark.parametrize("mode", [0o644, 0o600, 0o640])
+def test_a_rewritten_plan_file_keeps_its_permissions(plan_file, rng, mode):
+    """A file readers share keeps being readable by them after fastlinear adds its plans."""
+    plan_file.write_text(json.dumps(_file_of({})))
+    os.chmod(plan_file, mode)
+    _planned_call(rng, plan_file)
+    assert _own_plans(plan_file) and (plan_file.stat().st_mode & 0o777) == mode
+
+
 def test_a_plan_file_of_the_earlier_layout_is_kept_as_a_section(plan_file, rng):
     entry = {"path": "serial", "small_kernels": False, "tasks": 7, "blas": "scipy"}
     old = {"format": 2, "identity": {"cpu": "elsewhere"}, "plans": {"f:float64:7:784:256": entry}}

@@ -44,9 +44,12 @@ def test_no_identity_warning_when_this_identity_has_a_section(tmp_path, restore_
     assert _plans.plan_to_json(plan) == ENTRY
 
 
-@pytest.mark.parametrize("tasks, valid", [(1, True), (1024, True), (1025, False), (0, False)])
-def test_task_counts_up_to_1024_are_plans(tmp_path, restore_planning, tasks, valid):
-    """A machine with 513 to 1024 CPUs writes plans of 1024 tasks (machine_tasks): they are read."""
+@pytest.mark.parametrize("tasks, valid", [(1, True), (1024, True), (2048, True),
+                                          (_planfile.MAX_TASKS, True),
+                                          (_planfile.MAX_TASKS + 1, False), (0, False)])
+def test_task_counts_a_plan_may_hold_are_plans(tmp_path, restore_planning, tasks, valid):
+    """A machine with 1025 to 2048 CPUs writes plans of 2048 tasks (machine_tasks): they are
+    read, up to the bound make_plan accepts."""
     path = tmp_path / "plans.json"
     path.write_text(json.dumps(_sections((_plans.identity(), {KEY: dict(ENTRY, tasks=tasks)}))))
     fastlinear.set_planning("file", path)
