@@ -41,6 +41,10 @@ MATH_FIRST = ("tests/test_math.py", "tests/test_properties.py", "tests/test_erro
 ACTIVATION_TESTS = ("tests/test_activations.py",)
 PLAN_TESTS = ("tests/test_plans.py",)
 OPTIM_TESTS = ("tests/test_optim.py",)
+# The files that pin these properties run first: a run stops at its first failure.
+PLANNER_TESTS = ("tests/test_plan_file_cases.py", "tests/test_planner_rounds.py",
+                 "tests/test_warnings.py", "tests/test_plans.py")
+POOL_TESTS = ("tests/test_pool_adaptation.py", "tests/test_threads.py")
 STEP_TESTS = ("tests/test_step.py",)
 TESTS_OF = {"fastlinear/dask.py": ("tests/test_dask.py",),
             **{f"fastlinear/{k}.pyx": MATH_FIRST
@@ -196,6 +200,31 @@ MUTANTS = [
        tests=PLAN_TESTS),
     _m("plan-file-written-in-file-mode", "_plans.py", 'if self.mode != "measure" or len(plans) == 1:',
        "if len(plans) == 1:", tests=PLAN_TESTS),
+    # Written independently of this list, against the plan file, the planner and the pool.
+    _m("plan-file-other-identity-warns", "_planfile.py", "if others and not plans:", "if others:",
+       tests=PLANNER_TESTS),
+    _m("plan-file-cache-link-replaced", "_planfile.py",
+       "self.owned and os.path.isfile(self.path) and not os.path.islink(self.path)",
+       "self.owned and os.path.isfile(self.path)", tests=PLANNER_TESTS),
+    _m("plan-file-tasks-bound", "_planfile.py", '1 <= entry["tasks"] <= MAX_TASKS',
+       '1 <= entry["tasks"] < 1024', tests=PLANNER_TESTS),
+    _m("warning-import-frames-counted", "_warn.py", "            frame = frame.f_back\n",
+       "            frame, level = frame.f_back, level + 1\n", tests=PLANNER_TESTS),
+    _m("planner-screen-slowest-round", "_plans.py", "key=lambda plan: min(screened[plan])",
+       "key=lambda plan: max(screened[plan])", tests=PLANNER_TESTS),
+    _m("planner-file-budget-ignored", "_plans.py",
+       'self.measures[key] = (entry.get("margin"), entry["budget"])',
+       'self.measures.setdefault(key, (entry.get("margin"), entry["budget"]))', tests=PLANNER_TESTS),
+    _m("planner-screen-rounds-unbounded", "_plans.py", "budget / BUDGET * 25,", "budget / BUDGET * 1e9,",
+       tests=PLANNER_TESTS),
+    _m("tune-kinds", "_plans.py", 'for kind in ("f", "b11", "b01"):', 'for kind in ("f", "b11", "b10"):',
+       tests=PLANNER_TESTS),
+    _m("pool-one-strike", "_pool.h", "if (lost && fl_strikes >= 2) {", "if (lost && fl_strikes >= 1) {",
+       tests=POOL_TESTS),
+    _m("pool-alone-past-max", "_pool.h", "fl_alone_next < FL_ALONE_MAX / 4 ? 4 * fl_alone_next",
+       "fl_alone_next < FL_ALONE_MAX ? 4 * fl_alone_next", tests=POOL_TESTS),
+    _m("pool-judged-while-planning", "_pool.h", "    polling = polling && fl_adaptive;\n", "",
+       tests=POOL_TESTS),
     # Optimizer steps (fastlinear.optim).
     _m("adam-first-moment-rate", "_optim.pyx", "m[i] = beta1 * m[i] + c1 * g",
        "m[i] = beta1 * m[i] + c2 * g", tests=OPTIM_TESTS),
