@@ -8,7 +8,7 @@ import json
 import time
 
 from . import show_config, tune
-from ._plans import CLOSE_CALL
+from ._plans import CLOSE_CALL, is_close_call
 
 
 def main(argv=None):
@@ -32,7 +32,7 @@ def main(argv=None):
     chosen = tune(shapes, args.dtypes.split(","))
     print(json.dumps(chosen, indent=1))
     # How sure each choice is: the runner-up's time over the chosen plan's.
-    close = [key for key, entry in chosen.items() if (entry.get("margin") or 2) < CLOSE_CALL]
+    close = [key for key, entry in chosen.items() if is_close_call(entry.get("margin"))]
     print(f"{len(close)} of {len(chosen)} choices are close calls (the runner-up within "
           f"{CLOSE_CALL - 1:.0%}): {', '.join(close) or 'none'}")
     print(f"planned in {time.perf_counter() - start:.2f} s")

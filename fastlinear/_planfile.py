@@ -173,22 +173,19 @@ class PlanFile:
         sections.append({"identity": identity, "plans": dict(sorted(plans.items()))})
         # A link is followed, so that the file it names is updated and the link kept.
         target = os.path.realpath(self.path)
+        tmp = None
         try:
             os.makedirs(os.path.dirname(target) or ".", mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target) or ".", prefix=".plans-")
-            if os.path.exists(target):  # the replacement keeps the file's permissions
-                os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
-        except OSError as e:
-            self._warn_once(f"cannot be written ({e.strerror or e})",
-                            "plans measured here last until this process ends")
-            return False
-        try:
             with os.fdopen(fd, "w") as f:
+                if os.path.exists(target):  # the replacement keeps the file's permissions
+                    os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
                 json.dump({"format": FORMAT, "sections": sections}, f, indent=1)
             os.replace(tmp, target)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             self._warn_once(f"cannot be written ({e.strerror or e})",
                             "plans measured here last until this process ends")
             return False

@@ -42,6 +42,11 @@ BUDGET = 0.03
 TUNE_BUDGET = 10 * BUDGET
 # A kept plan whose runner-up was within this factor of it is a close call.
 CLOSE_CALL = 1.05
+
+
+def is_close_call(margin):
+    """Whether a plan kept by ``margin`` (None: it had no runner-up) was a close call."""
+    return margin is not None and margin < CLOSE_CALL
 # Seconds to wait before timing candidates: OpenBLAS's idle threads (NumPy's
 # BLAS, after a product the program ran just before) spin for 2**28 cycles,
 # about 0.1 s at 2-3 GHz, and would take the core that parallel plans need,
@@ -254,8 +259,7 @@ def timings(kind, dtype, N, M_in, M_out, plans, budget):
     call = _problem(kind, dtype, N, M_in, M_out)
     time.sleep(SETTLE)
     _timed_rounds(call, plans, 1)  # pages, BLAS buffers, the thread team
-    repeats = _repeats(call, plans)
-    once = sum(_timed_rounds(call, plans, 1, repeats)[plan][0] * repeats[plan] for plan in plans)
+    repeats, once = _repeats(call, plans)
     return call, repeats, _timed_rounds(call, plans, int(max(3, min(
         budget / BUDGET * 25, budget / max(once, 1e-9)))), repeats)
 
@@ -263,14 +267,17 @@ def timings(kind, dtype, N, M_in, M_out, plans, budget):
 def _repeats(call, plans):
     """Calls per timed sample of each plan: enough for about MIN_SAMPLE seconds,
     so that a call of microseconds is not timed against the clock's own cost
-    and the state the previous plan left behind."""
+    and the state the previous plan left behind; and the seconds a round of
+    such samples takes, from the one call of each timed here."""
     threads = get_num_threads()
-    repeats = {}
+    repeats, once = {}, 0.0
     for plan in plans:
         t = time.perf_counter()
         call(plan, threads)
-        repeats[plan] = int(min(100, max(1, MIN_SAMPLE / max(time.perf_counter() - t, 1e-9))))
-    return repeats
+        seconds = max(time.perf_counter() - t, 1e-9)
+        repeats[plan] = int(min(100, max(1, MIN_SAMPLE / seconds)))
+        once += seconds * repeats[plan]
+    return repeats, once
 
 
 def measure(kind, dtype, N, M_in, M_out, plans, budget=BUDGET):
@@ -406,8 +413,7 @@ class Planner:
         with self._lock:
             plans = self.plans if self.plans is not None else (
                 self._read(self._plan_file()) if self.mode != "off" else {})
-            close = sorted(k for k in plans if (self.measures.get(k, (None,))[0] or CLOSE_CALL)
-                           < CLOSE_CALL)
+            close = sorted(k for k in plans if is_close_call(self.measures.get(k, (None,))[0]))
         blas = [BACKEND_NAMES[_parallel.plan_fields(plan)[3]] for plan in plans.values()]
         return {"mode": self.mode, "file": None if self.mode == "off" else self.path(),
                 "plans": len(plans), "measured_here": self.measured,

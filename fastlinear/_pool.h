@@ -69,13 +69,12 @@ static void fl_pool_adapt(int on) { (void)on; }
  * the caller alone: a polling helper takes a core from the caller, and one
  * descheduled while it holds a task makes the caller wait.  So after two
  * losses in a row the next jobs run on the caller alone, with the helpers
- * asleep: FL_ALONE_MIN
- * jobs at first, four times as many after each further loss, up to
- * FL_ALONE_MAX, half as many after a win.  A job lost if its helpers' tasks
- * ended later after the caller's than they took to compute (what they would
- * have added to the caller's time), or if no helper came for a task before
- * the caller had run them all; FL_WINDOW jobs lost together if the
- * caller ran less than FL_SHARE of the time it worked on them (another
+ * asleep: FL_ALONE_MIN jobs at first, four times as many after each further
+ * loss, up to FL_ALONE_MAX, half as many after a win.  A job lost if its
+ * helpers' tasks ended later after the caller's than they took to compute
+ * (what they would have added to the caller's time), or if no helper came
+ * for a task before the caller had run them all; FL_WINDOW jobs lost together
+ * if the caller ran less than FL_SHARE of the time it worked on them (another
  * runnable thread, a helper or not, shared its core).  Only jobs whose
  * helpers were all polling are judged: one woken from sleep is late on any
  * machine.  Counts of jobs and shares of time, not times: each job measures
@@ -110,6 +109,13 @@ static int fl_adaptive = 1;           /* whether jobs are judged at all */
 static int64_t fl_caller_cpu = 0;     /* the caller's CPU ns working on them */
 static int64_t fl_caller_wall = 0;    /* and wall-clock ns */
 static int fl_alone_next = FL_ALONE_MIN;  /* how many after the next job that lost */
+
+/* Start a new window of judged jobs (under fl_lock). */
+static void fl_new_window(void)
+{
+    fl_judged = 0;
+    fl_caller_cpu = fl_caller_wall = 0;
+}
 
 static int64_t fl_now_ns(void)
 {
@@ -275,16 +281,14 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
         fl_caller_wall += wall;
         if (++fl_judged == FL_WINDOW) {
             lost |= fl_caller_cpu < FL_SHARE * fl_caller_wall;
-            fl_judged = 0;
-            fl_caller_cpu = fl_caller_wall = 0;
+            fl_new_window();
         }
         /* One loss alone may be a stray interrupt: two in a row are load. */
         fl_strikes = lost ? (fl_strikes < 2 ? fl_strikes + 1 : 2) : ran < n ? 0 : fl_strikes;
         if (lost && fl_strikes >= 2) {
             fl_alone = fl_alone_next;
             fl_alone_next = fl_alone_next < FL_ALONE_MAX / 4 ? 4 * fl_alone_next : FL_ALONE_MAX;
-            fl_judged = 0;
-            fl_caller_cpu = fl_caller_wall = 0;
+            fl_new_window();
         } else if (!lost && ran < n && fl_alone_next > FL_ALONE_MIN) {
             fl_alone_next /= 2;
         }
@@ -300,8 +304,8 @@ static void fl_pool_adapt(int on)
 {
     pthread_mutex_lock(&fl_lock);
     fl_adaptive = on;
-    fl_alone = fl_judged = fl_strikes = 0;
-    fl_caller_cpu = fl_caller_wall = 0;
+    fl_alone = fl_strikes = 0;
+    fl_new_window();
     pthread_mutex_unlock(&fl_lock);
 }
 
@@ -313,10 +317,10 @@ static void fl_pool_after_fork(void)
     fl_lock = lock;
     fl_wake = wake;
     fl_finished = finished;
-    fl_helpers = fl_sleeping = fl_busy = fl_alone = fl_judged = fl_strikes = 0;
+    fl_helpers = fl_sleeping = fl_busy = fl_alone = fl_strikes = 0;
     fl_adaptive = 1;
-    fl_caller_cpu = fl_caller_wall = 0;
     fl_alone_next = FL_ALONE_MIN;
+    fl_new_window();
 }
 
 static void fl_pool_init(void)

@@ -63,7 +63,8 @@ def test_screening_rounds(monkeypatch, budget, call_seconds, most):
     """Screening lasts about ``budget``: at least 3 rounds, at most 25 per BUDGET."""
     monkeypatch.setattr(_plans, "SETTLE", 0)
     monkeypatch.setattr(_plans, "_problem", lambda *shape: None)
-    monkeypatch.setattr(_plans, "_repeats", lambda call, chosen: dict.fromkeys(chosen, 1))
+    monkeypatch.setattr(_plans, "_repeats",
+                        lambda call, chosen: (dict.fromkeys(chosen, 1), call_seconds * len(chosen)))
     monkeypatch.setattr(_plans, "_timed_rounds",
                         lambda call, chosen, n, repeats=None: {p: [call_seconds] * n for p in chosen})
     _, _, screened = _plans.timings("b11", "float64", 64, 784, 256, PLANS, budget)

@@ -347,7 +347,7 @@ def test_a_kept_plan_wins_its_paired_rounds(monkeypatch):
 
     monkeypatch.setattr(_plans, "_timed_rounds", fake_timed_rounds)
     monkeypatch.setattr(_plans, "_problem", lambda *shape: None)
-    monkeypatch.setattr(_plans, "_repeats", lambda call, chosen: dict.fromkeys(chosen, 1))
+    monkeypatch.setattr(_plans, "_repeats", lambda call, chosen: (dict.fromkeys(chosen, 1), 1.0))
     monkeypatch.setattr(_plans, "SETTLE", 0)
     best, margin = _plans.measure("b11", "float64", 64, 784, 256, plans)
     assert best == steady and margin == pytest.approx(1.0 / 0.9)
