@@ -78,6 +78,23 @@ def test_adam_against_float64_math(rng, dtype):
     np.testing.assert_allclose(param, p64, rtol=50 * np.finfo(dtype).eps, atol=1e-6 if dtype == np.float32 else 0)
 
 
+def test_float32_adam_adds_its_step_in_float64(rng):
+    """As NumPy 2 computes scikit-learn's float32 Adam: m, v and the root in float32, the
+    step and the addition in float64, one rounding to float32 at the end; bit for bit."""
+    param, grads = _state(rng, (50, 41), np.float32)
+    m, v = np.zeros_like(param), np.zeros_like(param)
+    want, wm, wv = param.copy(), m.copy(), v.copy()
+    for step, grad in enumerate(grads, 1):
+        optim.adam_step(param, grad, m, v, step=step, lr=0.01)
+        wm = np.float32(0.9) * wm + np.float32(1 - 0.9) * grad
+        wv = np.float32(0.999) * wv + np.float32(1 - 0.999) * (grad * grad)
+        rate = 0.01 * np.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
+        den = (np.sqrt(wv) + np.float32(1e-8)).astype(np.float64)
+        want = (want.astype(np.float64) + (-rate * wm.astype(np.float64)) / den).astype(np.float32)
+    np.testing.assert_array_equal(m, wm)
+    np.testing.assert_array_equal(param, want)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sgd_without_velocity_is_a_plain_step(rng, dtype):
     param, (grad,) = _state(rng, (5, 4), dtype, steps=1)
@@ -113,6 +130,7 @@ def _arrays(dtype=np.float64, shape=(4, 3)):
     (lambda p, g, m, v: optim.sgd_step(p, g, lr=True), TypeError, "lr"),
     (lambda p, g, m, v: optim.sgd_step(p, g, m, lr=0.1, momentum=1.5), ValueError, "momentum"),
     (lambda p, g, m, v: optim.sgd_step(p, g, lr=0.1, momentum=0.9), ValueError, "velocity"),
+    (lambda p, g, m, v: optim.sgd_step(p, g, lr=0.1, nesterov=True), ValueError, "velocity"),
     (lambda p, g, m, v: optim.sgd_step(p, g, m, lr=0.1, nesterov=1), TypeError, "nesterov"),
     (lambda p, g, m, v: optim.sgd_step(p, g.astype(np.float32), lr=0.1), TypeError, "one dtype"),
     (lambda p, g, m, v: optim.sgd_step(p.astype(np.int64), g.astype(np.int64), lr=0.1), TypeError, "float32"),

@@ -236,6 +236,12 @@ MUTANTS = [
        "_adam(a, t * CHUNK, min(a.size - 1, (t + 1) * CHUNK), <double>0)", tests=OPTIM_TESTS),
     _m("optim-overlap-unchecked", "optim.py", "if np.shares_memory(a, b):", "if False:",
        tests=OPTIM_TESTS),
+    _m("adam-float32-add", "_optim.pyx",
+       "param[i] = <floating>(<double>param[i] + (lr * m[i]) / <double>(root + eps))",
+       "param[i] = param[i] + <floating>((lr * m[i]) / <double>(root + eps))", tests=OPTIM_TESTS),
+    _m("sgd-nesterov-without-velocity", "optim.py",
+       "if velocity is None and (momentum != 0.0 or nesterov):",
+       "if velocity is None and momentum != 0.0:", tests=OPTIM_TESTS),
     # Validation and dispatch.
     _m("plan-narrow-rows", "_api.pyx", "N >= NARROW_ROWS", "N > NARROW_ROWS"),
     _m("dtype-non-native-any-float", "_api.pyx", 'dt.kind == "f" and dt.itemsize in (4, 8)',
