@@ -1,0 +1,242 @@
+"""scikit-learn's MLP estimators with fastlinear's layers and one-pass optimizer steps.
+
+:class:`MLPClassifier` and :class:`MLPRegressor` are scikit-learn's estimators of the
+same names, with the same parameters, methods and fitted attributes.  They replace
+the network's algebra only: every dense product of training and prediction runs on
+fastlinear, with the hidden activation fused into the forward and its derivative
+into the backward, gradients go into the buffers of the previous batch, and the sgd
+and adam solvers update each parameter in one pass (:mod:`fastlinear.optim`).
+Validation, batching, early stopping, lbfgs (``scipy.optimize``) and every
+attribute stay scikit-learn's own.  Needs scikit-learn (``fastlinear[sklearn]``).
+
+>>> from sklearn.datasets import load_digits
+>>> from fastlinear.sklearn import MLPClassifier
+>>> X, y = load_digits(return_X_y=True)
+>>> clf = MLPClassifier((64,), max_iter=20, random_state=0).fit(X / 16, y)  # doctest: +SKIP
+"""
+import numpy as np
+import scipy.sparse
+from sklearn import neural_network
+from sklearn.neural_network._base import ACTIVATIONS, DERIVATIVES, LOSS_FUNCTIONS
+from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
+
+from . import _optim
+from ._api import linear_backward, linear_forward
+from ._threads import get_num_threads
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data
+except ImportError:  # pragma: no cover - older scikit-learn has the method instead
+    def validate_data(estimator, X, **kwargs):
+        return estimator._validate_data(X, **kwargs)
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+# scikit-learn's activations that fastlinear fuses into its products, by fastlinear's name.
+_FUSED = {"identity": None, "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _buffer(held, shape, dtype):
+    """``held`` when it is a writeable C-contiguous array of this shape and dtype (the
+    previous batch's), else a new one: a batch of the same size reuses its arrays."""
+    if (isinstance(held, np.ndarray) and held.shape == shape and held.dtype == dtype
+            and held.flags.c_contiguous and held.flags.writeable):
+        return held
+    return np.empty(shape, dtype)
+
+
+class _OnePassOptimizer:
+    """scikit-learn's SGD or Adam optimizer, whose ``update_params`` updates each
+    parameter and its state in place in one pass; every other attribute and method,
+    and so the learning-rate schedules and stopping, is the wrapped optimizer's."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def update_params(self, params, grads):
+        inner = self._inner
+        if isinstance(inner, AdamOptimizer):
+            states = list(zip(inner.ms, inner.vs))
+        elif isinstance(inner, SGDOptimizer):
+            states = [(velocity,) for velocity in inner.velocities]
+        else:
+            states = []
+        if not states or not all(map(_steppable, params, grads, states)):
+            return inner.update_params(params, grads)
+        threads = get_num_threads()
+        if isinstance(inner, AdamOptimizer):
+            inner.t += 1
+            # As scikit-learn computes it, and leaves it for its users to read.
+            inner.learning_rate = (inner.learning_rate_init * np.sqrt(1 - inner.beta_2 ** inner.t)
+                                   / (1 - inner.beta_1 ** inner.t))
+            for param, grad, (m, v) in zip(params, grads, states):
+                _optim.adam(param, grad, m, v, float(inner.learning_rate), float(inner.beta_1),
+                            float(inner.beta_2), float(inner.epsilon), threads)
+        else:
+            for param, grad, (velocity,) in zip(params, grads, states):
+                _optim.sgd(param, grad, velocity, float(inner.learning_rate),
+                           float(inner.momentum), bool(inner.nesterov), threads)
+
+
+def _steppable(param, grad, state):
+    """Whether the one-pass kernels take these arrays as they are (those of a fit
+    always; a parameter a user replaced may not be), else scikit-learn's update runs."""
+    arrays = (param, grad) + state
+    return (all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays)
+            and param.dtype in _FLOATS and param.dtype.isnative
+            and all(a.dtype == param.dtype and a.shape == param.shape for a in arrays)
+            and all(a.flags.writeable for a in (param,) + state))
+
+
+class _FastlinearMLP:
+    """The algebra of scikit-learn's ``BaseMultilayerPerceptron`` on fastlinear:
+    ``_forward_pass_fast`` (prediction), ``_backprop`` (loss and gradients of a batch)
+    and the optimizer's update; the rest is inherited from scikit-learn's class."""
+
+    # scikit-learn's _fit_stochastic creates the optimizer and calls its update_params;
+    # holding the optimizer behind this property is how its update becomes one pass.
+    @property
+    def _optimizer(self):
+        try:
+            return _OnePassOptimizer(self.__dict__["_optimizer"])
+        except KeyError:
+            raise AttributeError("_optimizer") from None
+
+    @_optimizer.setter
+    def _optimizer(self, optimizer):
+        self.__dict__["_optimizer"] = optimizer
+
+    @_optimizer.deleter
+    def _optimizer(self):
+        del self.__dict__["_optimizer"]
+
+    def _layers(self):
+        """Each layer's weights, bias, activation by scikit-learn's name and, where
+        fastlinear fuses it into the product, by fastlinear's (else None: softmax and exp
+        are applied after the output layer's product)."""
+        names = [self.activation] * (len(self.coefs_) - 1) + [self.out_activation_]
+        return [(W, b, name, _FUSED.get(name)) for W, b, name in
+                zip(self.coefs_, self.intercepts_, names)]
+
+    def _forward_pass_fast(self, X, check_input=True):
+        if check_input:
+            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        # The dtype NumPy's products would give: weights and input meet in it.
+        dtype = np.result_type(X.dtype, *self.coefs_)
+        if dtype not in _FLOATS:
+            dtype = np.dtype(np.float64)
+        a = X if scipy.sparse.issparse(X) else np.asarray(X, dtype)
+        for W, b, name, fused in self._layers():
+            W, b = W.astype(dtype, copy=False), b.astype(dtype, copy=False)
+            if scipy.sparse.issparse(a):
+                a = np.asarray(a @ W, dtype) + b
+                ACTIVATIONS[name](a)
+            else:
+                a = linear_forward(a, W, b, activation=fused)
+                if fused is None and name != "identity":
+                    ACTIVATIONS[name](a)
+        return a
+
+    def _backprop(self, X, y, *args):
+        # scikit-learn >= 1.7 passes sample_weight after y; older releases have none.
+        sample_weight, activations, deltas, coef_grads, intercept_grads = (
+            args if len(args) == 5 else (None,) + args)
+        dtype = X.dtype
+        if not all(W.dtype == dtype and b.dtype == dtype
+                   for W, b in zip(self.coefs_, self.intercepts_)):
+            # Weights a user gave in another dtype: NumPy's promotion, as scikit-learn's.
+            return super()._backprop(X, y, *args)
+        n_samples = X.shape[0]
+        layers = self._layers()
+
+        for i, (W, b, name, fused) in enumerate(layers):
+            out = _buffer(activations[i + 1], (n_samples, W.shape[1]), dtype)
+            if scipy.sparse.issparse(activations[i]):
+                np.add(np.asarray(activations[i] @ W), b, out=out)
+                ACTIVATIONS[name](out)
+            else:
+                linear_forward(activations[i], W, b, activation=fused, out=out)
+                if fused is None and name != "identity":
+                    ACTIVATIONS[name](out)
+            activations[i + 1] = out
+
+        loss_name = self.loss
+        if loss_name == "log_loss" and self.out_activation_ == "logistic":
+            loss_name = "binary_log_loss"
+        if sample_weight is None:
+            loss = LOSS_FUNCTIONS[loss_name](y, activations[-1])
+            sw_sum = n_samples
+        else:
+            loss = LOSS_FUNCTIONS[loss_name](y, activations[-1], sample_weight)
+            sw_sum = sample_weight.sum()
+        squares = sum(np.dot(W.ravel(), W.ravel()) for W in self.coefs_)
+        loss += (0.5 * self.alpha) * squares / sw_sum
+
+        # delta = d loss / dz of the output (its activation is the loss's canonical
+        # link), scaled by 1 / sw_sum here so that every product below comes out scaled.
+        last = len(layers) - 1
+        delta = _buffer(deltas[last], activations[-1].shape, dtype)
+        np.subtract(activations[-1], y, out=delta)
+        if sample_weight is None:
+            delta *= 1.0 / sw_sum
+        else:
+            delta *= (sample_weight / sw_sum).astype(dtype, copy=False).reshape(-1, 1)
+        deltas[last] = delta
+
+        decay = self.alpha / sw_sum
+        for i in range(last, -1, -1):
+            W, _, name, fused = layers[i]
+            x = activations[i]
+            dW = coef_grads[i] = _buffer(coef_grads[i], W.shape, dtype)
+            db = intercept_grads[i] = _buffer(intercept_grads[i], (W.shape[1],), dtype)
+            # The L2 term alpha W / sw_sum goes in first; the product adds x^T dz onto it.
+            if decay:
+                np.multiply(W, decay, out=dW)
+                db[...] = 0
+            if scipy.sparse.issparse(x):
+                if i < last:
+                    DERIVATIVES[name](activations[i + 1], deltas[i])
+                product = np.asarray(x.T @ deltas[i])
+                if decay:
+                    dW += product
+                else:
+                    dW[...] = product
+                np.sum(deltas[i], axis=0, out=db)
+                continue
+            act = fused if i < last else None
+            dx = _buffer(deltas[i - 1], x.shape, dtype) if i > 0 else None
+            if decay and dx is not None:
+                dx[...] = 0  # accumulate=True adds into dx as well
+            linear_backward(x, W, deltas[i], activation=act,
+                            y=activations[i + 1] if act is not None else None,
+                            overwrite_dy=True, need_dx=i > 0, dx=dx, dW=dW, db=db,
+                            accumulate=bool(decay))
+            if i > 0:
+                deltas[i - 1] = dx
+        return loss, coef_grads, intercept_grads
+
+
+class MLPClassifier(_FastlinearMLP, neural_network.MLPClassifier):
+    __doc__ = (
+        "scikit-learn's :class:`sklearn.neural_network.MLPClassifier` on fastlinear.\n\n"
+        "Same parameters, methods and fitted attributes; the products, activations and\n"
+        "optimizer steps run on fastlinear (see :mod:`fastlinear.sklearn`).\n\n"
+        ">>> from fastlinear.sklearn import MLPClassifier\n"
+        ">>> clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=300, random_state=0)\n"
+        ">>> clf.fit([[0., 0.], [0., 1.], [1., 0.], [1., 1.]], [0, 1, 1, 0]).predict([[0., 1.]]).shape\n"
+        "(1,)\n")
+
+
+class MLPRegressor(_FastlinearMLP, neural_network.MLPRegressor):
+    __doc__ = (
+        "scikit-learn's :class:`sklearn.neural_network.MLPRegressor` on fastlinear.\n\n"
+        "Same parameters, methods and fitted attributes; the products, activations and\n"
+        "optimizer steps run on fastlinear (see :mod:`fastlinear.sklearn`).\n\n"
+        ">>> from fastlinear.sklearn import MLPRegressor\n"
+        ">>> reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=50, random_state=0)\n"
+        ">>> reg.fit([[0.], [1.], [2.]], [0., 1., 2.]).predict([[1.5]]).shape\n"
+        "(1,)\n")
