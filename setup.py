@@ -73,9 +73,10 @@ class BuildExt(build_ext):
             if serial:
                 ext.define_macros.append(("FL_SERIAL", "1"))
             if unix:
-                # -fno-trapping-math lets the activations' selects become SIMD blends: it
-                # changes no value (unlike -ffast-math), only whether FP flags may be raised.
-                ext.extra_compile_args += ["-O3", "-fno-trapping-math"] + (
+                # -fno-trapping-math lets the activations' selects become SIMD blends and
+                # -fno-math-errno lets sqrt become a SIMD instruction: neither changes a
+                # value (unlike -ffast-math), only whether FP flags or errno may be set.
+                ext.extra_compile_args += ["-O3", "-fno-trapping-math", "-fno-math-errno"] + (
                     [] if serial else ["-pthread"])
                 ext.extra_link_args += [] if serial else ["-pthread"]
             if use_openmp:

@@ -8,6 +8,7 @@ for any thread count.  The arrays were checked by fastlinear.optim: one dtype,
 one size, C-contiguous, the state writeable and apart from the others.
 """
 from libc.math cimport sqrt
+from libc.stdlib cimport free, malloc
 from cython cimport floating
 
 cimport fastlinear._parallel as parallel
@@ -33,6 +34,54 @@ cdef struct AdamArgs:
     void* v
     Py_ssize_t size
     double lr, beta1, beta2, eps
+
+
+cdef struct DecayArgs:
+    const void* param
+    void* grad
+    Py_ssize_t size
+    double decay
+    double* sums
+
+
+cdef enum:
+    LANES = 8  # independent partial sums, so that the adds need not wait on each other
+
+
+cdef void _decay(DecayArgs* a, Py_ssize_t t, floating kind) noexcept nogil:
+    """grad = decay param over chunk t, and the chunk's sum of param² (float64, in
+    LANES partial sums added in a fixed order) into sums[t]."""
+    cdef const floating* param = <const floating*>a.param
+    cdef floating* grad = <floating*>a.grad
+    cdef floating decay = <floating>a.decay
+    cdef Py_ssize_t lo = t * CHUNK, hi = min(a.size, (t + 1) * CHUNK), i, j
+    cdef double acc[LANES]
+    cdef double w
+    for j in range(LANES):
+        acc[j] = 0
+    i = lo
+    while i + LANES <= hi:
+        for j in range(LANES):
+            w = param[i + j]
+            grad[i + j] = decay * param[i + j]
+            acc[j] += w * w
+        i += LANES
+    for j in range(hi - i):
+        w = param[i + j]
+        grad[i + j] = decay * param[i + j]
+        acc[j] += w * w
+    w = 0
+    for j in range(LANES):
+        w += acc[j]
+    a.sums[t] = w
+
+
+cdef void _decay_f32(Py_ssize_t t, void* arg) noexcept nogil:
+    _decay(<DecayArgs*>arg, t, <float>0)
+
+
+cdef void _decay_f64(Py_ssize_t t, void* arg) noexcept nogil:
+    _decay(<DecayArgs*>arg, t, <double>0)
 
 
 cdef void _sgd(SGDArgs* a, Py_ssize_t lo, Py_ssize_t hi, floating kind) noexcept nogil:
@@ -133,3 +182,23 @@ def adam(param, grad, m, v, double lr, double beta1, double beta2, double eps, i
     cdef parallel.task_fn task = _adam_f64 if param.dtype.itemsize == 8 else _adam_f32
     with nogil:
         _run(a.size, num_threads, task, &a)
+
+
+def decay_norm(param, grad, double decay, int num_threads):
+    """grad = decay * param in one pass that also returns the sum of param², the same
+    for any thread count (arrays of one dtype and size, C-contiguous, checked by the
+    caller)."""
+    cdef DecayArgs a
+    a.param, a.grad, a.size, a.decay = _data(param), _data(grad), param.size, decay
+    cdef Py_ssize_t tasks = parallel.ceil_div(a.size, CHUNK), t
+    a.sums = <double*>malloc(max(tasks, 1) * sizeof(double))
+    if a.sums == NULL:
+        raise MemoryError()
+    cdef parallel.task_fn task = _decay_f64 if param.dtype.itemsize == 8 else _decay_f32
+    cdef double total = 0
+    with nogil:
+        _run(a.size, num_threads, task, &a)
+        for t in range(tasks):
+            total += a.sums[t]
+    free(a.sums)
+    return total

@@ -85,11 +85,13 @@ class _OnePassOptimizer:
 def _steppable(param, grad, state):
     """Whether the one-pass kernels take these arrays as they are (those of a fit
     always; a parameter a user replaced may not be), else scikit-learn's update runs."""
-    arrays = (param, grad) + state
-    return (all(isinstance(a, np.ndarray) and a.flags.c_contiguous for a in arrays)
-            and param.dtype in _FLOATS and param.dtype.isnative
-            and all(a.dtype == param.dtype and a.shape == param.shape for a in arrays)
-            and all(a.flags.writeable for a in (param,) + state))
+    if not (isinstance(param, np.ndarray) and param.dtype in _FLOATS and param.dtype.isnative):
+        return False
+    for a in (param, grad) + state:
+        if not (isinstance(a, np.ndarray) and a.dtype == param.dtype and a.shape == param.shape
+                and a.flags.c_contiguous and (a is grad or a.flags.writeable)):
+            return False
+    return True
 
 
 class _FastlinearMLP:
@@ -173,7 +175,17 @@ class _FastlinearMLP:
         else:
             loss = LOSS_FUNCTIONS[loss_name](y, activations[-1], sample_weight)
             sw_sum = sample_weight.sum()
-        squares = sum(np.dot(W.ravel(), W.ravel()) for W in self.coefs_)
+        # Not np.dot: NumPy's BLAS threads would spin on the cores fastlinear's use next.
+        # The L2 term: (alpha / 2) |W|² / sw_sum in the loss, and alpha W / sw_sum into
+        # each dW (which the product then adds x^T dz onto), from one pass over each W.
+        decay = self.alpha / sw_sum
+        squares = 0.0
+        for i, (W, b, _, _) in enumerate(layers):
+            coef_grads[i] = _buffer(coef_grads[i], W.shape, dtype)
+            intercept_grads[i] = _buffer(intercept_grads[i], b.shape, dtype)
+            if decay:
+                squares += _optim.decay_norm(W, coef_grads[i], decay, get_num_threads())
+                intercept_grads[i][...] = 0
         loss += (0.5 * self.alpha) * squares / sw_sum
 
         # delta = d loss / dz of the output (its activation is the loss's canonical
@@ -187,16 +199,9 @@ class _FastlinearMLP:
             delta *= (sample_weight / sw_sum).astype(dtype, copy=False).reshape(-1, 1)
         deltas[last] = delta
 
-        decay = self.alpha / sw_sum
         for i in range(last, -1, -1):
             W, _, name, fused = layers[i]
-            x = activations[i]
-            dW = coef_grads[i] = _buffer(coef_grads[i], W.shape, dtype)
-            db = intercept_grads[i] = _buffer(intercept_grads[i], (W.shape[1],), dtype)
-            # The L2 term alpha W / sw_sum goes in first; the product adds x^T dz onto it.
-            if decay:
-                np.multiply(W, decay, out=dW)
-                db[...] = 0
+            x, dW, db = activations[i], coef_grads[i], intercept_grads[i]
             if scipy.sparse.issparse(x):
                 if i < last:
                     DERIVATIVES[name](activations[i + 1], deltas[i])
