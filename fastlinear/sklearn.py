@@ -94,6 +94,16 @@ def _steppable(param, grad, state):
     return True
 
 
+def _decay_norm(W, dW, decay):
+    """dW = decay W, and the sum of W²: in one pass where W is C-contiguous (dW, a
+    buffer of _buffer, always is)."""
+    if W.flags.c_contiguous:
+        return _optim.decay_norm(W, dW, decay, get_num_threads())
+    np.multiply(W, decay, out=dW)
+    # Not np.dot: NumPy's BLAS threads would spin on the cores fastlinear's use next.
+    return float(np.einsum("ij,ij->", W, W))
+
+
 class _FastlinearMLP:
     """The algebra of scikit-learn's ``BaseMultilayerPerceptron`` on fastlinear:
     ``_forward_pass_fast`` (prediction), ``_backprop`` (loss and gradients of a batch)
@@ -147,11 +157,15 @@ class _FastlinearMLP:
         # scikit-learn >= 1.7 passes sample_weight after y; older releases have none.
         sample_weight, activations, deltas, coef_grads, intercept_grads = (
             args if len(args) == 5 else (None,) + args)
-        dtype = X.dtype
+        dtype = self.coefs_[0].dtype
         if not all(W.dtype == dtype and b.dtype == dtype
                    for W, b in zip(self.coefs_, self.intercepts_)):
-            # Weights a user gave in another dtype: NumPy's promotion, as scikit-learn's.
+            # Weights a user gave in several dtypes: NumPy's promotion, as scikit-learn's.
             return super()._backprop(X, y, *args)
+        if X.dtype != dtype:
+            # As NumPy's products would promote it (lbfgs' weights are float64 views of
+            # scipy.optimize's vector even for float32 X).
+            X = activations[0] = X.astype(dtype)
         n_samples = X.shape[0]
         layers = self._layers()
 
@@ -184,7 +198,7 @@ class _FastlinearMLP:
             coef_grads[i] = _buffer(coef_grads[i], W.shape, dtype)
             intercept_grads[i] = _buffer(intercept_grads[i], b.shape, dtype)
             if decay:
-                squares += _optim.decay_norm(W, coef_grads[i], decay, get_num_threads())
+                squares += _decay_norm(W, coef_grads[i], decay)
                 intercept_grads[i][...] = 0
         loss += (0.5 * self.alpha) * squares / sw_sum
 
