@@ -12,7 +12,9 @@ attribute stay scikit-learn's own.  Needs scikit-learn (``fastlinear[sklearn]``)
 >>> from sklearn.datasets import load_digits
 >>> from fastlinear.sklearn import MLPClassifier
 >>> X, y = load_digits(return_X_y=True)
->>> clf = MLPClassifier((64,), max_iter=20, random_state=0).fit(X / 16, y)  # doctest: +SKIP
+>>> clf = MLPClassifier((32,), max_iter=50, random_state=0).fit(X / 16, y)
+>>> bool(clf.score(X / 16, y) > 0.95), clf.coefs_[0].shape
+(True, (64, 32))
 """
 import numpy as np
 import scipy.sparse
