@@ -191,7 +191,6 @@ class _FastlinearMLP:
         else:
             loss = LOSS_FUNCTIONS[loss_name](y, activations[-1], sample_weight)
             sw_sum = sample_weight.sum()
-        # Not np.dot: NumPy's BLAS threads would spin on the cores fastlinear's use next.
         # The L2 term: (alpha / 2) |W|² / sw_sum in the loss, and alpha W / sw_sum into
         # each dW (which the product then adds x^T dz onto), from one pass over each W.
         decay = self.alpha / sw_sum

@@ -210,16 +210,20 @@ def test_early_stopping_warm_start_and_partial_fit(rng, solver):
 
 @pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
 def test_same_bits_for_any_thread_count(rng, solver):
-    X, y = _data("classifier", "multiclass", rng, n=400, features=50)
+    """A first W of 75,000 elements, cut into several tasks by the optimizer and the L2
+    pass: scikit-learn's numbers, and the same bits on 1, 2 and 3 threads."""
+    X, y = _data("classifier", "multiclass", rng, n=400, features=250)
+    params = dict(hidden_layer_sizes=(300, 20), solver=solver, max_iter=4, alpha=1e-2)
     before = fastlinear.get_num_threads()
     fits = []
     try:
         for threads in (1, 2, 3):
             fastlinear.set_num_threads(threads)
-            fits.append(fl_sklearn.MLPClassifier((40, 20), solver=solver, max_iter=4,
-                                                 random_state=0).fit(X, y))
+            fits.append(fl_sklearn.MLPClassifier(random_state=0, **params).fit(X, y))
     finally:
         fastlinear.set_num_threads(before)
+    theirs = neural_network.MLPClassifier(random_state=0, **params).fit(X, y)
+    _assert_same_fit(theirs, fits[0], rtol=1e-9)
     for other in fits[1:]:
         for mine, reference in zip(other.coefs_ + other.intercepts_,
                                    fits[0].coefs_ + fits[0].intercepts_):

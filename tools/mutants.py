@@ -46,6 +46,7 @@ PLANNER_TESTS = ("tests/test_plan_file_cases.py", "tests/test_planner_rounds.py"
                  "tests/test_warnings.py", "tests/test_plans.py")
 POOL_TESTS = ("tests/test_pool_adaptation.py", "tests/test_threads.py")
 STEP_TESTS = ("tests/test_step.py",)
+SKLEARN_TESTS = ("tests/test_sklearn.py",)
 TESTS_OF = {"fastlinear/dask.py": ("tests/test_dask.py",),
             **{f"fastlinear/{k}.pyx": MATH_FIRST
                for k in ("_blas", "_colsum", "_gemm", "_forward", "_backward")}}
@@ -242,6 +243,22 @@ MUTANTS = [
     _m("sgd-nesterov-without-velocity", "optim.py",
        "if velocity is None and (momentum != 0.0 or nesterov):",
        "if velocity is None and momentum != 0.0:", tests=OPTIM_TESTS),
+    # scikit-learn's estimators (fastlinear.sklearn) and the L2 pass they run.
+    _m("decay-remainder-dropped", "_optim.pyx", "for j in range(hi - i):",
+       "for j in range(hi - i - 1):", tests=SKLEARN_TESTS),
+    _m("decay-first-chunk-only", "_optim.pyx", "total += a.sums[t]", "total += a.sums[0]",
+       tests=SKLEARN_TESTS),
+    _m("sklearn-db-not-cleared", "sklearn.py", "                intercept_grads[i][...] = 0\n",
+       "", tests=SKLEARN_TESTS),
+    _m("sklearn-dx-not-cleared", "sklearn.py",
+       "dx[...] = 0  # accumulate=True adds into dx as well", "pass", tests=SKLEARN_TESTS),
+    _m("sklearn-adam-step-count", "sklearn.py", "            inner.t += 1\n", "",
+       tests=SKLEARN_TESTS),
+    _m("sklearn-sample-weight-sum", "sklearn.py", "delta *= (sample_weight / sw_sum)",
+       "delta *= (sample_weight / n_samples)", tests=SKLEARN_TESTS),
+    _m("sklearn-sparse-derivative", "sklearn.py",
+       "                if i < last:\n                    DERIVATIVES",
+       "                if False:\n                    DERIVATIVES", tests=SKLEARN_TESTS),
     # Validation and dispatch.
     _m("plan-narrow-rows", "_api.pyx", "N >= NARROW_ROWS", "N > NARROW_ROWS"),
     _m("dtype-non-native-any-float", "_api.pyx", 'dt.kind == "f" and dt.itemsize in (4, 8)',
