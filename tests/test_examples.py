@@ -43,3 +43,16 @@ def test_mlp_digits_full_run_matches_mlpclassifier(digits, capsys):
     assert "epoch  30" in out and "test accuracy" in out
     assert result["fastlinear_accuracy"] >= 0.95
     assert abs(result["fastlinear_accuracy"] - result["sklearn_accuracy"]) <= 0.015
+
+
+def test_out_of_core_matches_mlpclassifier(capsys):
+    pytest.importorskip("distributed")
+    if importlib.util.find_spec("dask_ml") is None:  # installed but broken: fails below
+        pytest.skip("needs dask-ml: pip install dask-ml")
+    result = load("train_out_of_core").main(
+        ["--rows", "40000", "--chunk-rows", "10000", "--test-rows", "5000"])
+    out = capsys.readouterr().out
+    assert "CPU: " in out and "in 4 chunks of 10000" in out and "held-out accuracy" in out
+    ours, reference = result["fastlinear"]["accuracy"], result["scikit-learn"]["accuracy"]
+    assert ours > 0.7  # the most frequent of the 4 classes is about 0.31
+    assert abs(ours - reference) <= 1 / 5000  # the same weights, to rounding
