@@ -18,6 +18,7 @@ attribute stay scikit-learn's own.  Needs scikit-learn (``fastlinear[sklearn]``)
 """
 import numpy as np
 import scipy.sparse
+import sklearn.utils.validation
 from sklearn import neural_network
 from sklearn.neural_network._base import ACTIVATIONS, DERIVATIVES, LOSS_FUNCTIONS
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
@@ -26,11 +27,8 @@ from . import _optim
 from ._api import linear_backward, linear_forward
 from ._threads import get_num_threads
 
-try:  # scikit-learn >= 1.6
-    from sklearn.utils.validation import validate_data
-except ImportError:  # pragma: no cover - older scikit-learn has the method instead
-    def validate_data(estimator, X, **kwargs):
-        return estimator._validate_data(X, **kwargs)
+# scikit-learn >= 1.6 validates with this function, older releases with a method.
+_validate_data = getattr(sklearn.utils.validation, "validate_data", None)
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -138,7 +136,9 @@ class _FastlinearMLP:
 
     def _forward_pass_fast(self, X, check_input=True):
         if check_input:
-            X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+            X = (_validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+                 if _validate_data is not None
+                 else self._validate_data(X, accept_sparse=["csr", "csc"], reset=False))
         # The dtype NumPy's products would give: weights and input meet in it.
         dtype = np.result_type(X.dtype, *self.coefs_)
         if dtype not in _FLOATS:
