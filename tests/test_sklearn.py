@@ -277,3 +277,36 @@ def test_pickle_and_clone(rng):
     np.testing.assert_array_equal(copy.coefs_[0], model.coefs_[0])
     clone = sklearn.base.clone(model)
     assert clone.get_params() == model.get_params() and not hasattr(clone, "coefs_")
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_optimizer_state_a_user_reads(rng, solver):
+    """After a fit, the optimizer's learning rate (Adam's bias-corrected one, sgd's
+    schedule), step count and moments or velocities are scikit-learn's."""
+    X, y = _data("classifier", "multiclass", rng)
+    params = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=4, batch_size=32)
+    if solver == "sgd":
+        params["learning_rate"] = "invscaling"
+    theirs, ours = _fit_both("classifier", X, y, **params)
+    mine, reference = ours._optimizer, theirs._optimizer
+    assert mine.learning_rate == pytest.approx(reference.learning_rate, rel=1e-12)
+    assert mine.learning_rate != mine.learning_rate_init
+    if solver == "adam":
+        assert mine.t == reference.t == 4 * 4  # 4 epochs of 4 batches
+    for state in ("ms", "vs") if solver == "adam" else ("velocities",):
+        for got, want in zip(getattr(mine, state), getattr(reference, state)):
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_no_l2_term(rng, solver, sparse):
+    """alpha=0: the gradients of each batch alone (no buffer keeps the last batch's),
+    as scikit-learn's, dense and sparse."""
+    X, y = _data("classifier", "multiclass", rng)
+    if sparse:
+        X[np.abs(X) < 0.8] = 0
+        X = scipy.sparse.csr_matrix(X)
+    theirs, ours = _fit_both("classifier", X, y, hidden_layer_sizes=(7, 5), solver=solver,
+                             alpha=0.0, max_iter=4, batch_size=32)
+    _assert_same_fit(theirs, ours, rtol=1e-9)
