@@ -52,10 +52,14 @@ class _OnePassOptimizer:
     and so the learning-rate schedules and stopping, is the wrapped optimizer's."""
 
     def __init__(self, inner):
-        self._inner = inner
+        object.__setattr__(self, "_inner", inner)
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
+
+    def __setattr__(self, name, value):
+        # A wrapper is made at each access of _optimizer: set on it, a value would be lost.
+        setattr(self._inner, name, value)
 
     def update_params(self, params, grads):
         inner = self._inner

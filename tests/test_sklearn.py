@@ -310,3 +310,19 @@ def test_no_l2_term(rng, solver, sparse):
     theirs, ours = _fit_both("classifier", X, y, hidden_layer_sizes=(7, 5), solver=solver,
                              alpha=0.0, max_iter=4, batch_size=32)
     _assert_same_fit(theirs, ours, rtol=1e-9)
+
+
+@pytest.mark.parametrize("solver, name, factor", [("sgd", "learning_rate", 0.1),
+                                                  ("adam", "learning_rate_init", 0.1),
+                                                  ("sgd", "momentum", 0.0)])
+def test_optimizer_attributes_a_user_sets(rng, solver, name, factor):
+    """A value a user sets on the fitted optimizer between partial_fit calls (a smaller
+    learning rate, say) is the optimizer's from then on, as on scikit-learn's estimator."""
+    X, y = _data("classifier", "multiclass", rng)
+    models = [cls(hidden_layer_sizes=(6,), solver=solver, random_state=0)
+              for cls in PAIRS["classifier"]]
+    for model in models:
+        model.partial_fit(X, y, classes=np.arange(4))
+        setattr(model._optimizer, name, getattr(model._optimizer, name) * factor)
+        model.partial_fit(X, y)
+    _assert_same_fit(*models, rtol=1e-9)
