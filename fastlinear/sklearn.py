@@ -55,6 +55,9 @@ class _OnePassOptimizer:
         object.__setattr__(self, "_inner", inner)
 
     def __getattr__(self, name):
+        # Copying and unpickling look attributes up before _inner is set: no recursion.
+        if name == "_inner":
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
     def __setattr__(self, name, value):

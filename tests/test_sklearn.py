@@ -2,6 +2,7 @@
 import inspect
 import pickle
 import warnings
+from copy import copy as shallow_copy, deepcopy
 
 import numpy as np
 import pytest
@@ -326,3 +327,18 @@ def test_optimizer_attributes_a_user_sets(rng, solver, name, factor):
         setattr(model._optimizer, name, getattr(model._optimizer, name) * factor)
         model.partial_fit(X, y)
     _assert_same_fit(*models, rtol=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_optimizer_copies(rng, solver):
+    """The fitted optimizer copies, deep-copies and pickles, with scikit-learn's state."""
+    X, y = _data("classifier", "multiclass", rng)
+    theirs, ours = _fit_both("classifier", X, y, hidden_layer_sizes=(6,), solver=solver,
+                             max_iter=2)
+    states = ("ms", "vs") if solver == "adam" else ("velocities",)
+    for copied in (shallow_copy(ours._optimizer), deepcopy(ours._optimizer),
+                   pickle.loads(pickle.dumps(ours._optimizer))):
+        assert copied.learning_rate == pytest.approx(theirs._optimizer.learning_rate, rel=1e-12)
+        for state in states:
+            for mine, reference in zip(getattr(copied, state), getattr(theirs._optimizer, state)):
+                np.testing.assert_allclose(mine, reference, rtol=1e-9, atol=1e-12)
