@@ -149,7 +149,8 @@ class _FastlinearMLP:
         # The dtype NumPy's products would give: weights and input meet in it.
         dtype = np.result_type(X.dtype, *self.coefs_)
         if dtype not in _FLOATS:
-            dtype = np.dtype(np.float64)
+            # float16 or long double: scikit-learn's products, in that dtype.
+            return super()._forward_pass_fast(X, check_input=False)
         a = X if scipy.sparse.issparse(X) else np.asarray(X, dtype)
         for W, b, name, fused in self._layers():
             W, b = W.astype(dtype, copy=False), b.astype(dtype, copy=False)
@@ -167,9 +168,10 @@ class _FastlinearMLP:
         sample_weight, activations, deltas, coef_grads, intercept_grads = (
             args if len(args) == 5 else (None,) + args)
         dtype = self.coefs_[0].dtype
-        if not all(W.dtype == dtype and b.dtype == dtype
-                   for W, b in zip(self.coefs_, self.intercepts_)):
-            # Weights a user gave in several dtypes: NumPy's promotion, as scikit-learn's.
+        if dtype not in _FLOATS or not all(W.dtype == dtype and b.dtype == dtype
+                                           for W, b in zip(self.coefs_, self.intercepts_)):
+            # Weights a user gave in several dtypes, or in one fastlinear's kernels do not
+            # take (float16, long double, byte-swapped): NumPy's promotion, as scikit-learn's.
             return super()._backprop(X, y, *args)
         if X.dtype != dtype:
             # As NumPy's products would promote it (lbfgs' weights are float64 views of

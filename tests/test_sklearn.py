@@ -342,3 +342,22 @@ def test_optimizer_copies(rng, solver):
         for state in states:
             for mine, reference in zip(getattr(copied, state), getattr(theirs._optimizer, state)):
                 np.testing.assert_allclose(mine, reference, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(">f8"), np.dtype(np.float16), np.dtype(np.longdouble)])
+def test_weights_in_a_dtype_fastlinear_does_not_take(rng, dtype):
+    """Weights a user set in byte-swapped float64, float16 or long double: predictions of
+    scikit-learn's dtype and values, and partial_fit trains them as scikit-learn's does."""
+    X, y = _data("regressor", "squared_error", rng)
+    models = _fit_both("regressor", X, y, hidden_layer_sizes=(6,), max_iter=3)
+    for model in models:
+        model.coefs_ = [W.astype(dtype) for W in model.coefs_]
+        model.intercepts_ = [b.astype(dtype) for b in model.intercepts_]
+    theirs, ours = models
+    for data in (X, X.astype(dtype)):
+        mine, reference = ours.predict(data), theirs.predict(data)
+        assert mine.dtype == reference.dtype
+        np.testing.assert_allclose(mine, reference, rtol=1e-3 if dtype == np.float16 else 1e-9)
+    for model in models:
+        model.partial_fit(X, y)
+    _assert_same_fit(theirs, ours, rtol=1e-3 if dtype == np.float16 else 1e-9)
