@@ -149,8 +149,9 @@ class _FastlinearMLP:
         # The dtype NumPy's products would give: weights and input meet in it.
         dtype = np.result_type(X.dtype, *self.coefs_)
         if dtype not in _FLOATS:
-            # float16 or long double: scikit-learn's products, in that dtype.
-            return super()._forward_pass_fast(X, check_input=False)
+            # float16 or long double: scikit-learn's products, in that dtype (validating
+            # again, as scikit-learn < 1.6 has no check_input).
+            return super()._forward_pass_fast(X)
         a = X if scipy.sparse.issparse(X) else np.asarray(X, dtype)
         for W, b, name, fused in self._layers():
             W, b = W.astype(dtype, copy=False), b.astype(dtype, copy=False)
