@@ -49,7 +49,7 @@ cdef enum:
 
 
 cdef void _decay(DecayArgs* a, Py_ssize_t t, floating kind) noexcept nogil:
-    """grad = decay param over chunk t, and the chunk's sum of param² (float64, in
+    """grad += decay param over chunk t, and the chunk's sum of param² (float64, in
     LANES partial sums added in a fixed order) into sums[t]."""
     cdef const floating* param = <const floating*>a.param
     cdef floating* grad = <floating*>a.grad
@@ -63,12 +63,12 @@ cdef void _decay(DecayArgs* a, Py_ssize_t t, floating kind) noexcept nogil:
     while i + LANES <= hi:
         for j in range(LANES):
             w = param[i + j]
-            grad[i + j] = decay * param[i + j]
+            grad[i + j] = grad[i + j] + decay * param[i + j]
             acc[j] += w * w
         i += LANES
     for j in range(hi - i):
         w = param[i + j]
-        grad[i + j] = decay * param[i + j]
+        grad[i + j] = grad[i + j] + decay * param[i + j]
         acc[j] += w * w
     w = 0
     for j in range(LANES):
@@ -185,9 +185,9 @@ def adam(param, grad, m, v, double lr, double beta1, double beta2, double eps, i
 
 
 def decay_norm(param, grad, double decay, int num_threads):
-    """grad = decay * param in one pass that also returns the sum of param², the same
-    for any thread count (arrays of one dtype and size, C-contiguous, checked by the
-    caller)."""
+    """grad += decay * param (the L2 term of a gradient) in one pass that also
+    returns the sum of param², the same for any thread count (arrays of one dtype and
+    size, C-contiguous, checked by the caller)."""
     cdef DecayArgs a
     a.param, a.grad, a.size, a.decay = _data(param), _data(grad), param.size, decay
     cdef Py_ssize_t tasks = parallel.ceil_div(a.size, CHUNK), t

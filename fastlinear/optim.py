@@ -128,5 +128,11 @@ def adam_step(param, grad, m, v, *, step, lr=0.001, beta1=0.9, beta2=0.999, eps=
     beta2 = _real("beta2", beta2, 0.0, 1.0, high_open=True)
     eps = _real("eps", eps, 0.0, math.inf, low_open=True, high_open=True)
     _arrays(param, grad, m=m, v=v)
-    rate = lr * math.sqrt(1.0 - beta2 ** int(step)) / (1.0 - beta1 ** int(step))
-    _optim.adam(param, grad, m, v, rate, beta1, beta2, eps, check_threads(num_threads))
+    _optim.adam(param, grad, m, v, _adam_rate(lr, beta1, beta2, int(step)), beta1, beta2, eps,
+                check_threads(num_threads))
+
+
+def _adam_rate(lr, beta1, beta2, step):
+    """Adam's bias-corrected learning rate of step ``step`` (from 1), as scikit-learn's
+    ``AdamOptimizer`` computes it."""
+    return lr * math.sqrt(1.0 - beta2 ** step) / (1.0 - beta1 ** step)

@@ -26,6 +26,7 @@ from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOpti
 from . import _optim
 from ._api import linear_backward, linear_forward
 from ._threads import get_num_threads
+from .optim import _adam_rate
 
 # scikit-learn >= 1.6 validates with this function, older releases with a method.
 _validate_data = getattr(sklearn.utils.validation, "validate_data", None)
@@ -78,8 +79,8 @@ class _OnePassOptimizer:
         if isinstance(inner, AdamOptimizer):
             inner.t += 1
             # As scikit-learn computes it, and leaves it for its users to read.
-            inner.learning_rate = (inner.learning_rate_init * np.sqrt(1 - inner.beta_2 ** inner.t)
-                                   / (1 - inner.beta_1 ** inner.t))
+            inner.learning_rate = _adam_rate(inner.learning_rate_init, inner.beta_1,
+                                            inner.beta_2, inner.t)
             for param, grad, (m, v) in zip(params, grads, states):
                 _optim.adam(param, grad, m, v, float(inner.learning_rate), float(inner.beta_1),
                             float(inner.beta_2), float(inner.epsilon), threads)
@@ -102,13 +103,26 @@ def _steppable(param, grad, state):
 
 
 def _decay_norm(W, dW, decay):
-    """dW = decay W, and the sum of W²: in one pass where W is C-contiguous (dW, a
+    """dW += decay W, and the sum of W²: in one pass where W is C-contiguous (dW, a
     buffer of _buffer, always is)."""
     if W.flags.c_contiguous:
         return _optim.decay_norm(W, dW, decay, get_num_threads())
-    np.multiply(W, decay, out=dW)
+    dW += decay * W
     # Not np.dot: NumPy's BLAS threads would spin on the cores fastlinear's use next.
     return float(np.einsum("ij,ij->", W, W))
+
+
+def _layer_forward(x, W, b, name, fused, out):
+    """out = f(x W + b) for one layer: fastlinear's product with f fused where it can be,
+    scipy.sparse's for a sparse x; f (scikit-learn's name) applied after otherwise."""
+    if scipy.sparse.issparse(x):
+        np.add(np.asarray(x @ W), b, out=out)
+        ACTIVATIONS[name](out)
+    else:
+        linear_forward(x, W, b, activation=fused, out=out)
+        if fused is None and name != "identity":
+            ACTIVATIONS[name](out)
+    return out
 
 
 class _FastlinearMLP:
@@ -155,13 +169,7 @@ class _FastlinearMLP:
         a = X if scipy.sparse.issparse(X) else np.asarray(X, dtype)
         for W, b, name, fused in self._layers():
             W, b = W.astype(dtype, copy=False), b.astype(dtype, copy=False)
-            if scipy.sparse.issparse(a):
-                a = np.asarray(a @ W, dtype) + b
-                ACTIVATIONS[name](a)
-            else:
-                a = linear_forward(a, W, b, activation=fused)
-                if fused is None and name != "identity":
-                    ACTIVATIONS[name](a)
+            a = _layer_forward(a, W, b, name, fused, np.empty((a.shape[0], W.shape[1]), dtype))
         return a
 
     def _backprop(self, X, y, *args):
@@ -182,15 +190,9 @@ class _FastlinearMLP:
         layers = self._layers()
 
         for i, (W, b, name, fused) in enumerate(layers):
-            out = _buffer(activations[i + 1], (n_samples, W.shape[1]), dtype)
-            if scipy.sparse.issparse(activations[i]):
-                np.add(np.asarray(activations[i] @ W), b, out=out)
-                ACTIVATIONS[name](out)
-            else:
-                linear_forward(activations[i], W, b, activation=fused, out=out)
-                if fused is None and name != "identity":
-                    ACTIVATIONS[name](out)
-            activations[i + 1] = out
+            activations[i + 1] = _layer_forward(
+                activations[i], W, b, name, fused,
+                _buffer(activations[i + 1], (n_samples, W.shape[1]), dtype))
 
         loss_name = self.loss
         if loss_name == "log_loss" and self.out_activation_ == "logistic":
@@ -201,18 +203,6 @@ class _FastlinearMLP:
         else:
             loss = LOSS_FUNCTIONS[loss_name](y, activations[-1], sample_weight)
             sw_sum = sample_weight.sum()
-        # The L2 term: (alpha / 2) |W|² / sw_sum in the loss, and alpha W / sw_sum into
-        # each dW (which the product then adds x^T dz onto), from one pass over each W.
-        decay = self.alpha / sw_sum
-        squares = 0.0
-        for i, (W, b, _, _) in enumerate(layers):
-            coef_grads[i] = _buffer(coef_grads[i], W.shape, dtype)
-            intercept_grads[i] = _buffer(intercept_grads[i], b.shape, dtype)
-            if decay:
-                squares += _decay_norm(W, coef_grads[i], decay)
-                intercept_grads[i][...] = 0
-        loss += (0.5 * self.alpha) * squares / sw_sum
-
         # delta = d loss / dz of the output (its activation is the loss's canonical
         # link), scaled by 1 / sw_sum here so that every product below comes out scaled.
         last = len(layers) - 1
@@ -225,28 +215,30 @@ class _FastlinearMLP:
         deltas[last] = delta
 
         for i in range(last, -1, -1):
-            W, _, name, fused = layers[i]
-            x, dW, db = activations[i], coef_grads[i], intercept_grads[i]
+            W, b, name, fused = layers[i]
+            x = activations[i]
+            dW = coef_grads[i] = _buffer(coef_grads[i], W.shape, dtype)
+            db = intercept_grads[i] = _buffer(intercept_grads[i], b.shape, dtype)
             if scipy.sparse.issparse(x):
                 if i < last:
                     DERIVATIVES[name](activations[i + 1], deltas[i])
-                product = np.asarray(x.T @ deltas[i])
-                if decay:
-                    dW += product
-                else:
-                    dW[...] = product
+                dW[...] = np.asarray(x.T @ deltas[i])
                 np.sum(deltas[i], axis=0, out=db)
                 continue
             act = fused if i < last else None
             dx = _buffer(deltas[i - 1], x.shape, dtype) if i > 0 else None
-            if decay and dx is not None:
-                dx[...] = 0  # accumulate=True adds into dx as well
             linear_backward(x, W, deltas[i], activation=act,
                             y=activations[i + 1] if act is not None else None,
-                            overwrite_dy=True, need_dx=i > 0, dx=dx, dW=dW, db=db,
-                            accumulate=bool(decay))
+                            overwrite_dy=True, need_dx=i > 0, dx=dx, dW=dW, db=db)
             if i > 0:
                 deltas[i - 1] = dx
+
+        # The L2 term: alpha W / sw_sum added into each dW, and (alpha / 2) |W|² / sw_sum
+        # into the loss, from one pass over each W.
+        decay = self.alpha / sw_sum
+        if decay:
+            squares = sum(_decay_norm(W, dW, decay) for W, dW in zip(self.coefs_, coef_grads))
+            loss += (0.5 * self.alpha) * squares / sw_sum
         return loss, coef_grads, intercept_grads
 
 
