@@ -104,35 +104,32 @@ def test_every_network_and_solver(rng, kind, target, activation, solver):
             ours.predict(X), theirs.predict(X), rtol=1e-9, atol=1e-9)
 
 
+def _same_numbers(kind, X, y, max_iter, **params):
+    """The first 10 epochs' loss to 1e-6 relative, and the test score (accuracy or R²)
+    at convergence within half a point (0.005); fastlinear's test score."""
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    theirs, ours = _fit_both(kind, X_train, y_train, max_iter=10, **params)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+    theirs, ours = _fit_both(kind, X_train, y_train, max_iter=max_iter, **params)
+    assert theirs.n_iter_ < max_iter  # converged
+    assert abs(ours.score(X_test, y_test) - theirs.score(X_test, y_test)) <= 0.005
+    return ours.score(X_test, y_test)
+
+
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 def test_digits_same_numbers(solver):
-    """Digits, float64: the first 10 epochs' loss to 1e-6 relative, and the test
-    accuracy at convergence within half a point."""
+    """Digits, float64, as scikit-learn's MLPClassifier (see _same_numbers)."""
     X, y = load_digits(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X / 16, y, random_state=0)
-    params = dict(solver=solver, learning_rate_init=0.1 if solver == "sgd" else 0.001)
-    theirs, ours = _fit_both("classifier", X_train, y_train, max_iter=10, **params)
-    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
-    theirs, ours = _fit_both("classifier", X_train, y_train, max_iter=300, **params)
-    assert theirs.n_iter_ < 300  # converged
-    assert abs(ours.score(X_test, y_test) - theirs.score(X_test, y_test)) <= 0.005
-    assert ours.score(X_test, y_test) > 0.9
+    assert _same_numbers("classifier", X / 16, y, 300, solver=solver,
+                         learning_rate_init=0.1 if solver == "sgd" else 0.001) > 0.9
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam"])
 def test_diabetes_same_numbers(solver):
-    """Diabetes, float64: the first 10 epochs' loss to 1e-6 relative, and the test R² at
-    convergence within half a point (0.005)."""
+    """Diabetes, float64, as scikit-learn's MLPRegressor (see _same_numbers)."""
     X, y = load_diabetes(return_X_y=True)
-    X_train, X_test, y_train, y_test = train_test_split(X / X.std(axis=0), y / 100,
-                                                        random_state=0)
-    params = dict(hidden_layer_sizes=(16,), solver=solver, learning_rate_init=0.01)
-    theirs, ours = _fit_both("regressor", X_train, y_train, max_iter=10, **params)
-    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
-    theirs, ours = _fit_both("regressor", X_train, y_train, max_iter=500, **params)
-    assert theirs.n_iter_ < 500  # converged
-    assert abs(ours.score(X_test, y_test) - theirs.score(X_test, y_test)) <= 0.005
-    assert ours.score(X_test, y_test) > 0
+    assert _same_numbers("regressor", X / X.std(axis=0), y / 100, 500, hidden_layer_sizes=(16,),
+                         solver=solver, learning_rate_init=0.01) > 0
 
 
 @pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
