@@ -183,8 +183,8 @@ class _FastlinearMLP:
             # take (float16, long double, byte-swapped): NumPy's promotion, as scikit-learn's.
             return super()._backprop(X, y, *args)
         if X.dtype != dtype:
-            # As NumPy's products would promote it (lbfgs' weights are float64 views of
-            # scipy.optimize's vector even for float32 X).
+            # Weights of another dtype than X (a warm start on data of the other dtype,
+            # lbfgs' float64 vector): X promoted, as NumPy's products would.
             X = activations[0] = X.astype(dtype)
         n_samples = X.shape[0]
         layers = self._layers()

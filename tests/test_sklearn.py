@@ -248,6 +248,21 @@ def test_weights_a_user_replaced(rng, solver):
     _assert_same_fit(*models, rtol=1e-6)
 
 
+@pytest.mark.parametrize("solver", ["sgd", "adam", "lbfgs"])
+def test_warm_start_on_data_of_the_other_dtype(rng, solver):
+    """float64 weights refitted on float32 X (warm start, then partial_fit): X is promoted
+    as scikit-learn's products promote it, with scikit-learn's numbers."""
+    X, y = _data("classifier", "multiclass", rng)
+    models = _fit_both("classifier", X, y, hidden_layer_sizes=(6,), solver=solver, max_iter=3,
+                       warm_start=True)
+    for model in models:
+        model.fit(X.astype(np.float32), y)
+        if solver != "lbfgs":
+            model.partial_fit(X.astype(np.float32), y)
+    assert all(W.dtype == np.float64 for W in models[1].coefs_)
+    _assert_same_fit(*models, rtol=1e-6)
+
+
 def test_prediction_input_dtypes(rng):
     """Integer, float32 and float64 input to a float64 or a float32 model: the dtypes and
     values of scikit-learn's predictions; the input is not modified."""
