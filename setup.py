@@ -21,7 +21,8 @@ from setuptools.command.build_ext import build_ext
 
 # The kernels, then the validating API: its checks read array headers at C level,
 # which is most of the time of a call on small arrays.
-MODULES = ["_blas", "_parallel", "_epilogue", "_gemm", "_colsum", "_forward", "_backward", "_api",
+MODULES = ["_blas", "_parallel", "_epilogue", "_gemm", "_colsum", "_forward", "_backward", "_problem",
+           "_checks", "_staging", "_api",
            "_optim"]
 # The C code each module compiles from headers, so that a changed header rebuilds it
 # (setuptools compares only the sources otherwise).  Other modules include

@@ -23,7 +23,8 @@ from threadpoolctl import threadpool_info
 
 import fastlinear
 from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, report
-from fastlinear import _api, _backends, _plans
+from fastlinear import _backends, _plans
+from fastlinear._problem import KINDS, Problem
 
 SHAPES = [(64, 784, 256), (256, 1024, 1024), (4096, 1024, 1024)]
 QUICK_SHAPES = [(64, 784, 256)]
@@ -37,7 +38,7 @@ TARGETS += [((4096, 1024, 1024), dtype, "torch", 1.00) for dtype in ("float32", 
 def plans_for(blas, shape, dtype):
     """(forward plan, backward plan) the planner chooses for ``shape`` with ``blas``."""
     fastlinear.set_blas(blas)
-    return tuple(_plans.planner.choose(kind, dtype, *shape) for kind in ("f", "b11"))
+    return tuple(_plans.planner.choose(Problem(KINDS[kind], dtype, *shape)) for kind in ("f", "b11"))
 
 
 def run_case(shape, dtype, blases, with_torch, budget, settle):
@@ -53,9 +54,8 @@ def run_case(shape, dtype, blases, with_torch, budget, settle):
 
     def step(forward_plan, backward_plan):
         def run():
-            _api.forward_planned(x, W, b, None, y, None, None, forward_plan)
-            _api.backward_planned(x, W, dy, None, None, None, False, True, True, True, dx, dW, db,
-                                  None, False, None, backward_plan)
+            fastlinear.linear_forward(x, W, b, out=y, _plan=forward_plan)
+            fastlinear.linear_backward(x, W, dy, dx=dx, dW=dW, db=db, _plan=backward_plan)
         return run
 
     peers = {blas: step(*plans[blas]) for blas in blases}

@@ -22,19 +22,21 @@ import sys
 import fastlinear
 from bench import RESULTS, cpu_name
 from fastlinear import _planfile, _plans
+from fastlinear._problem import KINDS, Problem, check_key
 
 
 def requality(key, entry, factor):
     """{key, stored, best, ratio, margin}: the stored plan against the fastest candidate."""
-    kind, dtype, bits, M_in, M_out = _plans._parse_key(key)
-    N = 1 << max(bits - 1, 0)  # the smallest N of the class: the bench's batches are powers of 2
+    kind, dtype, bits, M_in, M_out = check_key(key).split(":")
+    N = 1 << max(int(bits) - 1, 0)  # the smallest N of the class: the bench's batches are powers of 2
+    problem = Problem(KINDS[kind], dtype, N, int(M_in), int(M_out))
     stored = _plans._plan_from_json(entry)
-    plans = _plans.candidates(kind, N, M_in, M_out)
+    plans = _plans.candidates(problem)
     if stored not in plans:
         plans.append(stored)
     if len(plans) < 2:
         return {"key": key, "candidates": 1}
-    _, _, times = _plans.timings(kind, dtype, N, M_in, M_out, plans, factor * _plans.BUDGET)
+    _, _, times = _plans.timings(problem, plans, factor * _plans.BUDGET)
     best = min(plans, key=lambda plan: statistics.median(times[plan]))
     return {"key": key, "stored": _plans.plan_to_json(stored), "best": _plans.plan_to_json(best),
             "candidates": len(plans), "rounds": len(times[best]),
@@ -55,7 +57,7 @@ def main(argv=None):
     path = args.plan_file or _plans.planner.path()
     identity = _plans.planner.identity()
     entries = _planfile.PlanFile(path, False, _plans._parallel.PATHS, _plans.BACKEND_SLOTS,
-                                 _plans._parse_key).read(identity)
+                                 check_key).read(identity)
     if not entries:
         sys.exit(f"no plans for this machine in {path}")
     fastlinear.set_planning("off")  # nothing re-measured here is written

@@ -7,11 +7,10 @@ fastlinear's own threads over SciPy's BLAS (or MKL or a newer OpenBLAS, with the
 """
 from . import optim
 from ._api import Grads, linear_backward, linear_forward
-from ._backends import set_blas
 from ._config import show_config
 from ._linear import Linear
-from ._plans import set_planning, tune
-from ._threads import get_num_threads, set_num_threads
+from ._plans import tune
+from ._settings import get_num_threads, set_blas, set_num_threads, set_planning
 from ._version import __version__
 
 __all__ = ["Grads", "Linear", "optim", "linear_backward", "linear_forward", "get_num_threads",

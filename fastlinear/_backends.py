@@ -217,21 +217,3 @@ class Backends:
 
 
 backends = Backends()
-
-
-def set_blas(blas="auto"):
-    """Choose the BLAS that computes fastlinear's products in this process.
-
-    Parameters
-    ----------
-    blas : {"auto", "scipy", "mkl", "openblas"}
-        ``auto``: the planner measures every backend installed (SciPy's, MKL
-        with the ``mkl`` extra, OpenBLAS with the ``openblas`` extra) and
-        keeps the fastest per class of problem.  Any other: that one only
-        (an optional one falls back to SciPy's, with a warning, where it is
-        not installed or cannot load).  Plans are chosen again afterwards.
-        Also ``FASTLINEAR_BLAS``.
-    """
-    from ._plans import planner
-    backends.configure(blas)
-    planner.forget()

@@ -7,13 +7,14 @@ import scipy
 
 from ._backends import backends
 from ._parallel import threads_kind
+from ._problem import builtin_small_kernels, small_kernels
 from ._threads import blas_threads, get_num_threads
+from ._version import __version__
 
 
 def config():
     """The facts show_config prints, as a dict."""
-    from . import __version__
-    from ._plans import builtin_small_kernels, planner, small_kernels
+    from ._plans import planner
     libs = blas_threads.libraries()
     return {
         "fastlinear": __version__,

@@ -4,7 +4,8 @@ import threading
 
 import numpy as np
 
-from ._api import NEEDS_Z, _FLOATS, activation_code, linear_backward, linear_forward
+from ._api import linear_backward, linear_forward
+from ._checks import FLOATS, NEEDS_Z, activation_code
 
 
 class Linear:
@@ -78,7 +79,7 @@ class Linear:
         activation_code(activation)  # raises naming the valid ones
         self.activation = activation
         dtype = np.dtype(dtype)
-        if dtype not in _FLOATS:
+        if dtype not in FLOATS:
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
         self.in_features = int(in_features)
         self.out_features = int(out_features)

@@ -17,18 +17,19 @@ results stay identical for every ``num_threads``.
 nothing measured or written) or ``off`` (built-in plans only, no file read).
 ``FASTLINEAR_PLAN_FILE`` pins the file.
 """
-import functools
 import os
-import platform
 import statistics
 import threading
 import time
 
 import numpy as np
 
-from . import _api, _gemm, _parallel, _planfile
+from . import _parallel, _planfile
+from ._api import linear_backward, linear_forward
 from ._backends import NAMES as BACKEND_NAMES, SLOTS as BACKEND_SLOTS, backends, env_choice
+from ._problem import KINDS, MIN_PLANNED_WORK, Problem, check_key, cpu_name, forget_plans, set_planner
 from ._threads import blas_threads, get_num_threads
+from ._version import __version__
 
 MODES = ("measure", "file", "off")
 # A candidate replaces the built-in plan only when its median is this much
@@ -55,11 +56,8 @@ SETTLE = 0.2
 # Seconds a timed sample lasts at least (calls repeated): perf_counter's own
 # cost is a fraction of a microsecond on any machine, a thousandth of this.
 MIN_SAMPLE = 0.0002
-# Problems below this many multiply-adds always run on the calling thread:
-# waking a second thread and handing the GIL over take microseconds on any
-# machine, as long as such a problem takes on one core.
-MIN_PLANNED_WORK = 1 << 15
-# ... and from this many on they never do where there is more than one CPU.
+# Problems of this much work (see _problem.work) or more never run on the
+# calling thread where there is more than one CPU.
 MAX_SERIAL_WORK = 1 << 24
 # Row blocks are a candidate for W of at most this many weights: past it
 # each block's partial dW outgrows a core's cache.
@@ -67,32 +65,8 @@ MAX_BLOCKED_WEIGHTS = 1 << 14
 PATH_NAMES = {code: name for name, code in _parallel.PATHS.items()}
 
 
-@functools.lru_cache(maxsize=None)
-def _cpuinfo():
-    """The first processor's fields in /proc/cpuinfo ({} where there is none)."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return fields
-
-
-def cpu_name():
-    """The CPU's model name, with family and model where /proc/cpuinfo has them."""
-    fields = _cpuinfo()
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" in fields:
-        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return name
-
-
 def identity():
     """What a plan file must match to be used: plans measured elsewhere are guesses."""
-    from . import __version__
     found = backends.found()
     return {"fastlinear": __version__, "cpu": cpu_name(), "cpus": os.cpu_count() or 1,
             "blas": [f"{lib.internal_api} {lib.version} {getattr(lib, 'architecture', None)} "
@@ -100,96 +74,26 @@ def identity():
             "backends": [found[BACKEND_NAMES[slot]] for slot in backends.usable()]}
 
 
-def _make_plan(kind, path, small_kernels, backend):
-    """A plan; the small-kernel cut is set only where the call cuts products
-    into tasks (a forward on the calling thread, or over row blocks, makes one
-    BLAS call per block), so that one computation has one plan."""
-    tiles = path == _parallel.PATHS["tiled"] or (path == _parallel.PATHS["serial"] and kind != "f")
-    return _parallel.make_plan(path, small_kernels and tiles, _gemm.machine_tasks(), backend)
-
-
-# OpenBLAS cores with small-matrix GEMM kernels, which the built-in plans cut
-# mid-size products for.
-_SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
-
-
-def _has_small_kernels(lib):
-    info = lib.info()
-    return (info.get("internal_api") == "openblas"
-            and str(info.get("architecture", "")).lower() in _SMALL_KERNEL_CORES)
-
-
-def small_kernels():
-    """Whether every BLAS that SciPy's cython_blas may use has small-matrix kernels."""
-    libs = blas_threads.libraries()
-    return bool(libs) and all(map(_has_small_kernels, libs))
-
-
-# CPUs on which the small-kernel cut was measured to gain (vendor, family), so
-# that the built-in plans cut there: AMD family 25 with OpenBLAS's AVX-512
-# cores is Zen 4 (Zen 3 has no AVX-512).  Everywhere else, where the same cut
-# has cost up to 1.6x, only a measurement (the planner) chooses it.
-_SMALL_KERNELS_GAIN = {("AuthenticAMD", "25")}
-
-
-def builtin_small_kernels():
-    """Whether the built-in plans cut products for the small-matrix kernels."""
-    fields = _cpuinfo()
-    return ((fields.get("vendor_id"), fields.get("cpu family")) in _SMALL_KERNELS_GAIN
-            and small_kernels())
-
-
-def default_plan(kind, N, M_in, M_out):
-    """The built-in plan: fixed rules on the shape (see _api.default_path)."""
-    return _make_plan(kind, _api.default_path(N, M_in, M_out), builtin_small_kernels(),
-                      backends.default())
-
-
-def _products(kind, N, M_in, M_out):
-    """(m, n, k) of the GEMMs a call of this kind makes."""
-    if kind == "f":
-        return [(N, M_out, M_in)]
-    return ([(N, M_in, M_out)] if kind[1] == "1" else []) + \
-        ([(M_in, M_out, N)] if kind[2] == "1" else [])
-
-
-def candidates(kind, N, M_in, M_out):
-    """Every plan a call of this kind and shape may be given; the built-in one first."""
-    default = default_plan(kind, N, M_in, M_out)
-    work = float(N) * M_out * (M_in + 1) + float(N) * M_in + float(M_in) * M_out
-    if work < MIN_PLANNED_WORK:
-        return [default]
+def candidates(problem):
+    """Every plan a call of this problem may be given; the built-in one first."""
+    builtin = problem.builtin_plan()
+    if problem.work < MIN_PLANNED_WORK:
+        return [builtin]
     paths = [_parallel.PATHS["tiled"]]
-    if work < MAX_SERIAL_WORK or (os.cpu_count() or 1) == 1:
+    if problem.work < MAX_SERIAL_WORK or (os.cpu_count() or 1) == 1:
         paths.append(_parallel.PATHS["serial"])
-    if float(M_in) * M_out <= MAX_BLOCKED_WEIGHTS and N >= 64:
+    if float(problem.M_in) * problem.M_out <= MAX_BLOCKED_WEIGHTS and problem.N >= 64:
         paths.append(_parallel.PATHS["blocked"])
-    small = any(_gemm.in_small_kernel_range(*mnk) for mnk in _products(kind, N, M_in, M_out))
-    plans = [default]
+    plans = [builtin]
     # A call without products (db alone) calls no BLAS: its backends are equals.
-    usable = backends.usable() if _products(kind, N, M_in, M_out) else [backends.default()]
+    usable = backends.usable() if problem.products() else [backends.default()]
     for backend in usable:
         for path in paths:
-            for small_kernels in (False, True) if small else (False,):
-                plan = _make_plan(kind, path, small_kernels, backend)
+            for small_kernels in (False, True) if problem.has_small_products() else (False,):
+                plan = problem.plan(path, small_kernels, backend)
                 if plan not in plans:
                     plans.append(plan)
     return plans
-
-
-def _key(kind, dtype, N, M_in, M_out):
-    return f"{kind}:{np.dtype(dtype).name}:{int(N).bit_length()}:{M_in}:{M_out}"
-
-
-def _parse_key(key):
-    """The fields of a key made by _key; raises ValueError unless it is one."""
-    kind, dtype, bits, M_in, M_out = key.split(":")
-    if kind not in ("f", "b00", "b01", "b10", "b11") or dtype not in ("float32", "float64"):
-        raise ValueError(key)
-    bits, M_in, M_out = int(bits), int(M_in), int(M_out)
-    if not (0 <= bits <= 64 and 0 <= M_in < 2 ** 63 and 0 <= M_out < 2 ** 63):
-        raise ValueError(key)
-    return kind, dtype, bits, M_in, M_out
 
 
 def _plan_from_json(entry):
@@ -214,21 +118,21 @@ def plan_to_json(plan, margin=None, budget=None):
     return entry
 
 
-def _problem(kind, dtype, N, M_in, M_out):
-    """A call of this kind on random data of this shape, given a plan and a thread count."""
+def _timed_call(problem):
+    """A call of this problem on random data of its shape, given a plan and a thread count."""
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((N, M_in)).astype(dtype)
-    W = rng.standard_normal((M_in, M_out)).astype(dtype)
-    if kind == "f":
-        b, y = np.zeros(M_out, dtype), np.empty((N, M_out), dtype)
-        return lambda plan, threads: _api.forward_planned(x, W, b, None, y, None, threads, plan)
-    dy = rng.standard_normal((N, M_out)).astype(dtype)
-    dx = np.empty_like(x) if kind[1] == "1" else None
-    dW = np.empty_like(W) if kind[2] == "1" else None
-    db = np.empty(M_out, dtype)
-    return lambda plan, threads: _api.backward_planned(
-        x, W, dy, None, None, None, False, True, dx is not None, dW is not None, dx, dW, db,
-        None, False, threads, plan)
+    x = rng.standard_normal((problem.N, problem.M_in)).astype(problem.dtype)
+    W = rng.standard_normal((problem.M_in, problem.M_out)).astype(problem.dtype)
+    if not problem.backward:
+        b, y = np.zeros(problem.M_out, problem.dtype), np.empty((problem.N, problem.M_out), problem.dtype)
+        return lambda plan, threads: linear_forward(x, W, b, out=y, num_threads=threads, _plan=plan)
+    dy = rng.standard_normal((problem.N, problem.M_out)).astype(problem.dtype)
+    dx = np.empty_like(x) if problem.need_dx else None
+    dW = np.empty_like(W) if problem.need_dW else None
+    db = np.empty(problem.M_out, problem.dtype)
+    return lambda plan, threads: linear_backward(
+        x, W, dy, need_dx=problem.need_dx, need_dW=problem.need_dW, dx=dx, dW=dW, db=db,
+        num_threads=threads, _plan=plan)
 
 
 def _timed_rounds(call, plans, rounds, repeats=None):
@@ -252,11 +156,11 @@ def _paired(times, plan, against):
     return statistics.median(t / u for t, u in zip(times[plan], times[against]))
 
 
-def timings(kind, dtype, N, M_in, M_out, plans, budget):
+def timings(problem, plans, budget):
     """The call of this class, the calls per sample of each plan (_repeats),
     and per plan the seconds per call of interleaved rounds, for about
     ``budget`` seconds (at least 3 rounds) after an untimed call of each."""
-    call = _problem(kind, dtype, N, M_in, M_out)
+    call = _timed_call(problem)
     time.sleep(SETTLE)
     _timed_rounds(call, plans, 1)  # pages, BLAS buffers, the thread team
     repeats, once = _repeats(call, plans)
@@ -280,7 +184,7 @@ def _repeats(call, plans):
     return repeats, once
 
 
-def measure(kind, dtype, N, M_in, M_out, plans, budget=BUDGET):
+def measure(problem, plans, budget=BUDGET):
     """The plan to keep of ``plans`` (the built-in one first) on this machine,
     and its margin: the runner-up's time over its, a median of paired rounds.
 
@@ -292,13 +196,13 @@ def measure(kind, dtype, N, M_in, M_out, plans, budget=BUDGET):
     """
     _parallel.pool_adapts(False)  # every plan timed as it runs on free cores
     try:
-        return _measure(kind, dtype, N, M_in, M_out, plans, budget)
+        return _measure(problem, plans, budget)
     finally:
         _parallel.pool_adapts(True)
 
 
-def _measure(kind, dtype, N, M_in, M_out, plans, budget):
-    call, repeats, screened = timings(kind, dtype, N, M_in, M_out, plans, budget)
+def _measure(problem, plans, budget):
+    call, repeats, screened = timings(problem, plans, budget)
     ranked = sorted(plans[1:], key=lambda plan: min(screened[plan]))
     finalists = [plans[0]] + ranked[:2]
     if len(finalists) == 1:
@@ -329,7 +233,7 @@ class Planner:
         self._identity = None  # identity(), once asked: it reads /proc/cpuinfo and the BLAS
         self.measured = 0
         self.seconds = 0.0
-        _api.forget_plans()
+        forget_plans()
 
     def identity(self):
         if self._identity is None:
@@ -356,23 +260,23 @@ class Planner:
 
     def _plan_file(self):
         return _planfile.PlanFile(self.path(), self.file is None, _parallel.PATHS, BACKEND_SLOTS,
-                                  _parse_key)
+                                  check_key)
 
-    def choose(self, kind, dtype, N, M_in, M_out, budget=None):
-        """The plan for a call (the C-level table in _api keeps it afterwards);
-        with a ``budget``, measured again for that long even if known."""
+    def choose(self, problem, budget=None):
+        """The plan for a call of ``problem`` (the C-level table in _problem keeps it
+        afterwards); with a ``budget``, measured again for that long even if known."""
         if self.mode == "off":
-            return default_plan(kind, N, M_in, M_out)
-        key = _key(kind, dtype, N, M_in, M_out)
+            return problem.builtin_plan()
+        key = problem.key
         with self._lock:
             if self.plans is None:
                 self.plans = self._read(self._plan_file())
             if self._known(key, budget):
                 return self.plans[key]
-            plans = candidates(kind, N, M_in, M_out)
+            plans = candidates(problem)
             if self.mode != "measure" or len(plans) == 1:
                 return plans[0]
-            # Under the file's lock: a process planning the same class at
+            # Under the file's lock: a process planning the same problem at
             # once waits, then takes this plan, so both compute the same bits.
             plan_file = self._plan_file()
             with plan_file.lock():
@@ -380,7 +284,7 @@ class Planner:
                 if not self._known(key, budget):
                     start = time.perf_counter()
                     budget = budget or BUDGET
-                    self.plans[key], margin = measure(kind, dtype, N, M_in, M_out, plans, budget)
+                    self.plans[key], margin = measure(problem, plans, budget)
                     self.measures[key] = (margin, budget)
                     self.seconds += time.perf_counter() - start
                     self.measured += 1
@@ -423,27 +327,9 @@ class Planner:
 
 
 planner = Planner()
-_api.set_planner(planner)
+set_planner(planner)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=planner.after_fork)
-
-
-def set_planning(mode="measure", plan_file=None):
-    """Choose how calls are planned in this process.
-
-    Parameters
-    ----------
-    mode : {"measure", "file", "off"}
-        ``measure``: plans from the plan file, and a new class of problem is
-        timed on its first call (a few tens of milliseconds) and its plan
-        added to the file.  ``file``: plans from the file, built-in plans for
-        the rest; nothing is measured or written.  ``off``: built-in plans
-        only; no file is read.
-    plan_file : str or path, optional
-        The plan file; by default one per CPU, BLAS and fastlinear version in
-        the user's cache directory.
-    """
-    planner.configure(mode, plan_file)
 
 
 def tune(shapes, dtypes=("float32", "float64"), budget=TUNE_BUDGET):
@@ -483,8 +369,8 @@ def tune(shapes, dtypes=("float32", "float64"), budget=TUNE_BUDGET):
     for N, M_in, M_out in shapes:
         for dtype in dtypes:
             for kind in ("f", "b11", "b01"):
-                key = _key(kind, dtype, N, M_in, M_out)
-                plan = planner.choose(kind, np.dtype(dtype).name, N, M_in, M_out, budget)
-                chosen[key] = plan_to_json(plan, *planner.measures.get(key, ()))
-    _api.forget_plans()  # calls take the plans measured here from now on
+                problem = Problem(KINDS[kind], np.dtype(dtype).name, N, M_in, M_out)
+                plan = planner.choose(problem, budget)
+                chosen[problem.key] = plan_to_json(plan, *planner.measures.get(problem.key, ()))
+    forget_plans()  # calls take the plans measured here from now on
     return chosen

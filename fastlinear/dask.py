@@ -44,8 +44,8 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("fastlinear.dask needs dask[array]: pip install fastlinear[dask]") from exc
 
-from ._api import (Grads, _float_array, check_backward, check_forward,
-                   linear_backward as _linear_backward, linear_forward as _linear_forward)
+from ._api import Grads, linear_backward as _linear_backward, linear_forward as _linear_forward
+from ._checks import check_backward, check_forward, float_array as _float_array
 from ._threads import check_threads
 
 __all__ = ["FAN_IN", "linear_forward", "linear_backward"]

@@ -10,7 +10,7 @@ import numpy as np
 
 DTYPES = [np.float32, np.float64]
 
-# A shape (N, M_in, M_out) that each way of running a call takes (see fastlinear._api.plan).
+# A shape (N, M_in, M_out) that each path takes (see fastlinear._problem.builtin_path).
 PATH_SHAPES = {"serial": (30, 20, 10), "blocked": (20000, 16, 8), "tiled": (600, 300, 200)}
 
 # Shapes (N, M_in, M_out) one below, at and one above each block width, chunk
@@ -116,3 +116,9 @@ def run_script(code, timeout=300):
                           text=True, timeout=timeout, cwd=os.path.dirname(os.path.abspath(__file__)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+def planner_problem(kind, N, M_in, M_out, dtype="float64"):
+    """The planner's problem of a kind named as in plan file keys ("f", "b11", ...)."""
+    from fastlinear._problem import KINDS, Problem
+    return Problem(KINDS[kind], dtype, N, M_in, M_out)

@@ -5,12 +5,12 @@ import subprocess
 
 import numpy as np
 import pytest
-from _helpers import DTYPES, assert_close, c_compiler_fails, make
+from _helpers import DTYPES, assert_close, c_compiler_fails, make, planner_problem
 from scipy.special import erf
 
 import fastlinear
 from fastlinear import _plans
-from fastlinear._api import backward_planned, forward_planned
+from fastlinear import linear_backward, linear_forward
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,15 +81,15 @@ def check(name, dtype, got, want, M_in, M_out, N, x, W, dy):
         assert_close(db, rdb, dtype, N + 8)
 
 
-def run(name, x, W, b, dy, plan=-1, num_threads=None, **kw):
+def run(name, x, W, b, dy, plan=None, num_threads=None, **kw):
     """y, dx, dW, db of one forward and backward with activation ``name``."""
     N, M_out = dy.shape
     z = np.empty((N, M_out), x.dtype) if name in NEEDS_Z else None
-    y = forward_planned(x, W, b, name, None, z, num_threads, plan)
+    y = linear_forward(x, W, b, activation=name, z=z, num_threads=num_threads, _plan=plan)
     saved = {"z": z} if name in NEEDS_Z else {"y": y}
-    g = backward_planned(x, W, dy, name, saved.get("y"), saved.get("z"), kw.get("overwrite_dy", False),
-                         b is not None, True, True, None, None, None, kw.get("dz"), False,
-                         num_threads, plan)
+    g = linear_backward(x, W, dy, activation=name, overwrite_dy=kw.get("overwrite_dy", False),
+                        bias=b is not None, dz=kw.get("dz"), num_threads=num_threads, _plan=plan,
+                        **saved)
     return y, g.dx, g.dW, g.db
 
 
@@ -106,7 +106,7 @@ def test_every_plan_matches_the_reference(rng, shape, bias, dtype, name):
     N, M_in, M_out = shape
     x, W, b, dy, z = problem(rng, shape, dtype, bias)
     want = expected(name, x, W, dy, z)
-    plans = sorted({p for kind in ("f", "b11") for p in _plans.candidates(kind, N, M_in, M_out)})
+    plans = sorted({p for kind in ("f", "b11") for p in _plans.candidates(planner_problem(kind, N, M_in, M_out))})
     for plan in plans:
         for xs, Ws, dys in [(x, W, dy), (np.asfortranarray(x), np.asfortranarray(W), np.asfortranarray(dy))]:
             got = run(name, xs, Ws, b, dys, plan, 2)
@@ -249,7 +249,7 @@ def test_dz_buffer(rng, order, dy_order):
     x, W, b, dy, z = problem(rng, (300, 40, 24), np.float64, True)
     dy = np.array(dy, order=dy_order)
     kept = dy.copy()
-    for plan in sorted(set(_plans.candidates("f", 300, 40, 24) + _plans.candidates("b11", 300, 40, 24))):
+    for plan in sorted(set(_plans.candidates(planner_problem("f", 300, 40, 24)) + _plans.candidates(planner_problem("b11", 300, 40, 24)))):
         got = run("gelu", x, W, b, dy, plan)
         dz = np.full((300, 48), np.nan)[:, ::2] if order == "strided" else np.full_like(dy, np.nan, order=order)
         for a, c in zip(run("gelu", x, W, b, dy, plan, dz=dz), got):
@@ -357,9 +357,9 @@ def test_z_is_written_without_an_activation_too(rng, shape):
     """With no activation, z= still receives x @ W + b, on every plan."""
     N, M_in, M_out = shape
     x, W, b = make(rng, (N, M_in), np.float64), make(rng, (M_in, M_out), np.float64), make(rng, M_out, np.float64)
-    for plan in _plans.candidates("f", N, M_in, M_out):
+    for plan in _plans.candidates(planner_problem("f", N, M_in, M_out)):
         z = np.full((N, M_out), np.nan)
-        y = forward_planned(x, W, b, None, None, z, 2, plan)
+        y = linear_forward(x, W, b, z=z, num_threads=2, _plan=plan)
         np.testing.assert_array_equal(z, y)
         assert_close(y, x @ W + b, np.float64, M_in)
 

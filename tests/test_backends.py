@@ -6,11 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-from _helpers import DTYPES, assert_close, make, reference, run_script
+from _helpers import DTYPES, assert_close, make, reference, run_script, planner_problem
 
 import fastlinear
 from fastlinear import _backends, _plans
-from fastlinear._api import backward_planned, forward_planned
+from fastlinear import linear_backward, linear_forward
 from fastlinear._parallel import PATHS, make_plan, plan_fields
 
 MKL = _backends.SLOTS["mkl"]
@@ -33,9 +33,9 @@ def test_an_installed_backend_is_found(name):
 
 @pytest.mark.parametrize("kind", ["f", "b11", "b01"])
 def test_every_backend_found_is_a_candidate(kind):
-    backends = {plan_fields(p)[3] for p in _plans.candidates(kind, 64, 784, 256)}
+    backends = {plan_fields(p)[3] for p in _plans.candidates(planner_problem(kind, 64, 784, 256))}
     assert backends == set(_backends.backends.usable())
-    assert plan_fields(_plans.default_plan(kind, 64, 784, 256))[3] == _backends.SLOTS["scipy"]
+    assert plan_fields(planner_problem(kind, 64, 784, 256).builtin_plan())[3] == _backends.SLOTS["scipy"]
 
 
 @pytest.mark.parametrize("name", OPTIONAL)
@@ -53,10 +53,11 @@ def test_backend_plans_match_the_reference(rng, dtype, path, activation, name):
         plan = make_plan(PATHS[path], small_kernels, 2, _backends.SLOTS[name])
         for threads in (1, 2, 3, 4):
             z = np.empty((N, M_out), dtype)
-            y = forward_planned(x, W, b, activation, None, z, threads, plan)
-            grads = backward_planned(x, W, dy, activation, y if activation == "relu" else None,
-                                     z if activation == "gelu" else None, False, True, True, True,
-                                     None, None, None, None, False, threads, plan)
+            y = linear_forward(x, W, b, activation=activation, z=z, num_threads=threads, _plan=plan)
+            grads = linear_backward(x, W, dy, activation=activation,
+                                    y=y if activation == "relu" else None,
+                                    z=z if activation == "gelu" else None, num_threads=threads,
+                                    _plan=plan)
             runs.append((small_kernels, (y, z) + tuple(grads)))
     for small_kernels, got in runs:
         y, z = got[:2]
@@ -79,7 +80,7 @@ def test_pinning_a_backend(rng, name):
     fastlinear.set_blas(name)
     try:
         for kind in ("f", "b11"):
-            plans = _plans.candidates(kind, 64, 784, 256)
+            plans = _plans.candidates(planner_problem(kind, 64, 784, 256))
             assert {plan_fields(p)[3] for p in plans} == {_backends.SLOTS[name]}
         x, W = make(rng, (64, 784), np.float64), make(rng, (784, 256), np.float64)
         assert_close(fastlinear.linear_forward(x, W), x @ W, np.float64, 784)
@@ -149,7 +150,7 @@ def test_a_pinned_backend_that_fails_under_measure(tmp_path, rng, name):
     x, W, dy = make(rng, (64, 100), np.float64), make(rng, (100, 50), np.float64), make(rng, (64, 50), np.float64)
     b = make(rng, 50, np.float64)
     for kind in ("f", "b11"):
-        assert len(_plans.candidates(kind, 64, 100, 50)) > 1, "the calls must be measured"
+        assert len(_plans.candidates(planner_problem(kind, 64, 100, 50))) > 1, "the calls must be measured"
     inputs, outputs = tmp_path / "inputs.npz", tmp_path / "outputs.npz"
     np.savez(inputs, x=x, W=W, b=b, dy=dy)
     for i, library in enumerate([None, str(garbage), "libm.so.6"]):
@@ -195,9 +196,9 @@ def test_openblas_is_held_at_one_thread(rng):
     lib.scipy_openblas_get_num_threads.restype = ctypes.c_int
     x, W = make(rng, (300, 200), np.float32), make(rng, (200, 100), np.float32)
     plan = make_plan(PATHS["tiled"], False, 2, _backends.SLOTS["openblas"])
-    want = forward_planned(x, W, None, None, None, None, 2, plan)
+    want = linear_forward(x, W, num_threads=2, _plan=plan)
     lib.scipy_openblas_set_num_threads(2)
-    got = forward_planned(x, W, None, None, None, None, 2, plan)
+    got = linear_forward(x, W, num_threads=2, _plan=plan)
     assert lib.scipy_openblas_get_num_threads() == 1
     np.testing.assert_array_equal(got, want)
 
@@ -215,7 +216,7 @@ def test_a_plan_for_a_backend_not_loaded_is_refused(rng):
     x, W = make(rng, (4, 3), np.float64), make(rng, (3, 2), np.float64)
     unused = 3  # a slot no backend registers
     with pytest.raises(ValueError, match="no such plan"):
-        forward_planned(x, W, None, None, None, None, 1, make_plan(PATHS["tiled"], False, 2, unused))
+        linear_forward(x, W, num_threads=1, _plan=make_plan(PATHS["tiled"], False, 2, unused))
 
 
 @needs_mkl
@@ -225,14 +226,14 @@ def test_mkl_plans_in_a_forked_child(rng):
     import multiprocessing
     x, W = make(rng, (300, 200), np.float64), make(rng, (200, 100), np.float64)
     plan = make_plan(PATHS["tiled"], False, 2, MKL)
-    want = forward_planned(x, W, None, None, None, None, 2, plan)
+    want = linear_forward(x, W, num_threads=2, _plan=plan)
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
-        got = pool.apply(forward_planned, (x, W, None, None, None, None, 2, plan))
+        got = pool.apply(linear_forward, (x, W), {"num_threads": 2, "_plan": plan})
     np.testing.assert_array_equal(got, want)
 
 
 def test_a_call_without_products_has_one_backend():
     """db alone calls no BLAS: choosing its backend would measure noise."""
-    plans = _plans.candidates("b00", 4096, 1024, 1024)
+    plans = _plans.candidates(planner_problem("b00", 4096, 1024, 1024))
     assert {plan_fields(p)[3] for p in plans} == {_backends.backends.default()}

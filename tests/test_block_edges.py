@@ -6,7 +6,7 @@ from _helpers import BLOCK_EDGE_SHAPES, DTYPES, assert_close
 from test_activations import ACTIVATIONS, NEEDS_Z, df_ref, f_ref, problem
 
 from fastlinear import _gemm
-from fastlinear._api import backward_planned, forward_planned
+from fastlinear import linear_backward, linear_forward
 from fastlinear._parallel import PATHS, make_plan
 
 LR = 0.25
@@ -25,11 +25,11 @@ def run(name, x, W, b, dy, plan, lr=None):
         return np.full_like(a, np.nan)
 
     z = nan(dy) if name in NEEDS_Z else None
-    y = forward_planned(x, W, b, name, nan(dy), z, 2, plan)
+    y = linear_forward(x, W, b, activation=name, out=nan(dy), z=z, num_threads=2, _plan=plan)
     step = lr is not None
-    g = backward_planned(x, W, dy, name, y if name and name not in NEEDS_Z else None, z, False,
-                         True, True, True, nan(x), None if step else nan(W),
-                         None if step else nan(b), None, False, 2, plan, lr, b if step else None)
+    g = linear_backward(x, W, dy, activation=name, y=y if name and name not in NEEDS_Z else None,
+                        z=z, dx=nan(x), dW=None if step else nan(W), db=None if step else nan(b),
+                        lr=lr, b=b if step else None, num_threads=2, _plan=plan)
     return (y,) + tuple(g)
 
 

@@ -220,7 +220,7 @@ def test_misaligned_arrays(dtype):
 
 def test_shape_checks_take_any_array():
     """The checks fastlinear.dask shares read shapes of non-NumPy arrays, never their memory."""
-    from fastlinear._api import check_backward, check_forward
+    from fastlinear._checks import check_backward, check_forward
 
     class Shaped:  # what the checks may read of a dask array: ndim, shape and dtype
         def __init__(self, *shape):

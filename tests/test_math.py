@@ -6,7 +6,7 @@ import pytest
 from _helpers import DTYPES, PATH_SHAPES, assert_close, make, reference, zero_strides
 
 import fastlinear
-from fastlinear._api import default_path
+from fastlinear._problem import KINDS, Problem
 from fastlinear._parallel import PATHS
 
 SHAPES = [
@@ -286,10 +286,10 @@ def test_accumulate_into_some_buffers(rng, given, path):
 def test_float32_db_is_rounded_once(path):
     """float32 db is summed in float64 and rounded once: a column [2**24, 1, 1, 1]
     sums to 2**24 + 3, which rounds to 16777220; float32 adds would give 16777218."""
-    from fastlinear._api import backward_planned
+    from fastlinear import linear_backward
     from fastlinear._parallel import make_plan
     N, M_in, M_out = {"serial": (4, 1, 1), "blocked": (4096, 16, 8), "tiled": (64, 64, 128)}[path]
-    assert default_path(N, M_in, M_out) == PATHS[path]
+    assert Problem(KINDS["b11"], "float32", N, M_in, M_out).builtin_path() == PATHS[path]
     dy = np.zeros((N, M_out), np.float32)
     dy[:4] = np.array([2 ** 24, 1, 1, 1], np.float32)[:, None]
     want = dy.astype(np.float64).sum(0).astype(np.float32)
@@ -297,8 +297,7 @@ def test_float32_db_is_rounded_once(path):
     x, W = np.zeros((N, M_in), np.float32), np.zeros((M_in, M_out), np.float32)
     np.testing.assert_array_equal(fastlinear.linear_backward(x, W, dy).db, want)
     for small_kernels in (False, True):  # the path's plans, whichever this machine picks
-        g = backward_planned(x, W, dy, None, None, None, False, True, True, True, None, None,
-                             None, None, False, 2, make_plan(PATHS[path], small_kernels, 2))
+        g = linear_backward(x, W, dy, num_threads=2, _plan=make_plan(PATHS[path], small_kernels, 2))
         np.testing.assert_array_equal(g.db, want)
 
 
@@ -383,7 +382,7 @@ def test_mid_size_tilings(rng, tiled_plan, shape, dtype):
     """Each cut matches the reference in every BLAS layout, with and without
     accumulating, and gives the same bits for any thread count.  (4000, 100,
     330) has its dW split along k either way."""
-    from fastlinear._api import backward_planned, forward_planned
+    from fastlinear import linear_backward, linear_forward
     from fastlinear._parallel import plan_fields
     N, M_in, M_out = shape
     if shape == (4000, 100, 330):
@@ -392,10 +391,9 @@ def test_mid_size_tilings(rng, tiled_plan, shape, dtype):
         assert _gemm._task_grid(M_in, M_out, N, "T", "N", small_kernels, tasks)[2] > 1
 
     def step(x, W, b, dy, num_threads, **buffers):
-        y = forward_planned(x, W, b, None, None, None, num_threads, tiled_plan)
-        return y, backward_planned(x, W, dy, None, None, None, False, True, True, True,
-                                   buffers.get("dx"), buffers.get("dW"), buffers.get("db"),
-                                   None, bool(buffers), num_threads, tiled_plan)
+        y = linear_forward(x, W, b, num_threads=num_threads, _plan=tiled_plan)
+        return y, linear_backward(x, W, dy, accumulate=bool(buffers), num_threads=num_threads,
+                                  _plan=tiled_plan, **buffers)
 
     x0, W0, dy0 = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
     b = make(rng, M_out, dtype)

@@ -5,7 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _helpers import make
+from _helpers import make, planner_problem
 
 import fastlinear
 from fastlinear import _planfile, _plans
@@ -39,7 +39,7 @@ def test_no_identity_warning_when_this_identity_has_a_section(tmp_path, restore_
     path.write_text(json.dumps(_sections((other, {KEY: dict(ENTRY, tasks=4)}),
                                          (_plans.identity(), {KEY: ENTRY}))))
     fastlinear.set_planning("file", path)
-    plan, got = _runtime_warnings(lambda: _plans.planner.choose("f", "float64", 64, 784, 256))
+    plan, got = _runtime_warnings(lambda: _plans.planner.choose(planner_problem("f", 64, 784, 256, dtype="float64")))
     assert got == []
     assert _plans.plan_to_json(plan) == ENTRY
 
@@ -53,12 +53,12 @@ def test_task_counts_a_plan_may_hold_are_plans(tmp_path, restore_planning, tasks
     path = tmp_path / "plans.json"
     path.write_text(json.dumps(_sections((_plans.identity(), {KEY: dict(ENTRY, tasks=tasks)}))))
     fastlinear.set_planning("file", path)
-    plan, got = _runtime_warnings(lambda: _plans.planner.choose("f", "float64", 64, 784, 256))
+    plan, got = _runtime_warnings(lambda: _plans.planner.choose(planner_problem("f", 64, 784, 256, dtype="float64")))
     if valid:
         assert got == [] and _plans.plan_to_json(plan) == dict(ENTRY, tasks=tasks)
     else:
         assert len(got) == 1 and "corrupt" in got[0]
-        assert plan == _plans.default_plan("f", 64, 784, 256)
+        assert plan == planner_problem("f", 64, 784, 256).builtin_plan()
 
 
 def test_each_file_that_is_not_a_plan_file_gets_its_own_warning(tmp_path, restore_planning, rng):

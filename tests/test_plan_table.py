@@ -9,8 +9,9 @@ from _helpers import assert_close, make, reference
 
 import fastlinear
 from fastlinear import _planfile, _plans
-from fastlinear._api import backward_planned
+from fastlinear import linear_backward
 from fastlinear._parallel import PATHS, make_plan
+from fastlinear._problem import KINDS, Problem
 
 M_IN, M_OUT = 33, 7
 # Two N of other bit lengths (12 and 13), where row blocks sum dW over several
@@ -23,7 +24,8 @@ TILED = make_plan(PATHS["tiled"], False, 2)
 def write_plan_file(path, plans):
     """A plan file fastlinear trusts, holding ``plans`` {(kind, dtype, N, M_in, M_out): plan}
     for this process's identity."""
-    entries = {_plans._key(*problem): _plans.plan_to_json(plan) for problem, plan in plans.items()}
+    entries = {Problem(KINDS[kind], dtype, N, M_in, M_out).key: _plans.plan_to_json(plan)
+               for (kind, dtype, N, M_in, M_out), plan in plans.items()}
     path.write_text(json.dumps({"format": _planfile.FORMAT, "sections": [
         {"identity": _plans.identity(), "plans": entries}]}))
 
@@ -39,8 +41,7 @@ def backward(x, W, dy, plan=None):
     """dx, dW, db by the planner's plan (None) or by ``plan``."""
     if plan is None:
         return fastlinear.linear_backward(x, W, dy)
-    return backward_planned(x, W, dy, None, None, None, False, True, True, True, None, None,
-                            None, None, False, None, plan)
+    return linear_backward(x, W, dy, _plan=plan)
 
 
 @pytest.mark.parametrize("order", ["blocked first", "tiled first"])

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from _helpers import make
+from _helpers import make, planner_problem
 
 import fastlinear
 from fastlinear import _plans
@@ -49,7 +49,7 @@ def test_candidates_are_screened_on_their_fastest_round(monkeypatch):
         return {p: [final[p]] * n for p in chosen}
 
     monkeypatch.setattr(_plans, "_timed_rounds", rounds)
-    best, margin = _plans.measure("b11", "float64", 64, 784, 256, PLANS)
+    best, margin = _plans.measure(planner_problem("b11", 64, 784, 256, dtype="float64"), PLANS)
     assert timed == [[default, noisy, steady]]
     assert best == noisy and margin == pytest.approx(0.9 / 0.6)
 
@@ -62,12 +62,12 @@ def test_candidates_are_screened_on_their_fastest_round(monkeypatch):
 def test_screening_rounds(monkeypatch, budget, call_seconds, most):
     """Screening lasts about ``budget``: at least 3 rounds, at most 25 per BUDGET."""
     monkeypatch.setattr(_plans, "SETTLE", 0)
-    monkeypatch.setattr(_plans, "_problem", lambda *shape: None)
+    monkeypatch.setattr(_plans, "_timed_call", lambda problem: None)
     monkeypatch.setattr(_plans, "_repeats",
                         lambda call, chosen: (dict.fromkeys(chosen, 1), call_seconds * len(chosen)))
     monkeypatch.setattr(_plans, "_timed_rounds",
                         lambda call, chosen, n, repeats=None: {p: [call_seconds] * n for p in chosen})
-    _, _, screened = _plans.timings("b11", "float64", 64, 784, 256, PLANS, budget)
+    _, _, screened = _plans.timings(planner_problem("b11", 64, 784, 256, dtype="float64"), PLANS, budget)
     for plan in PLANS:
         assert 3 <= len(screened[plan]) <= most
 
@@ -113,7 +113,7 @@ def test_plans_another_process_wrote_are_kept(plan_file, rng):
     assert _plans.planner.summary()["measured_here"] == 2
     plans = _own_section(plan_file)
     assert plans["f:float64:12:33:7"] == theirs and "f:float64:6:64:128" in plans
-    assert _plans.plan_to_json(_plans.planner.choose("f", "float64", 2049, 33, 7)) == theirs
+    assert _plans.plan_to_json(_plans.planner.choose(planner_problem("f", 2049, 33, 7, dtype="float64"))) == theirs
 
 
 def test_a_longer_measurement_in_the_file_is_taken(plan_file, rng):
@@ -127,7 +127,7 @@ def test_a_longer_measurement_in_the_file_is_taken(plan_file, rng):
     data = json.loads(plan_file.read_text())
     data["sections"][0]["plans"]["f:float64:7:784:256"] = theirs
     plan_file.write_text(json.dumps(data))
-    plan = _plans.planner.choose("f", "float64", 64, 784, 256, budget=0.5)
+    plan = _plans.planner.choose(planner_problem("f", 64, 784, 256, dtype="float64"), budget=0.5)
     assert _plans.plan_to_json(plan, 1.25, 0.5) == theirs
     assert _plans.planner.summary()["measured_here"] == 1
     assert _own_section(plan_file)["f:float64:7:784:256"] == theirs

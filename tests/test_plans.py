@@ -7,11 +7,11 @@ import textwrap
 
 import numpy as np
 import pytest
-from _helpers import DTYPES, assert_close, make, reference, run_script
+from _helpers import DTYPES, assert_close, make, reference, run_script, planner_problem
 
 import fastlinear
-from fastlinear import _planfile, _plans
-from fastlinear._api import backward_planned, forward_planned
+from fastlinear import _planfile, _plans, _problem
+from fastlinear import linear_backward, linear_forward
 from fastlinear._parallel import PATHS, make_plan
 
 KINDS = ["f", "b11", "b01", "b10"]
@@ -31,9 +31,9 @@ def plan_file(tmp_path):
 
 
 def _run(plan, x, W, b, dy, num_threads, kind="b11"):
-    y = forward_planned(x, W, b, None, None, None, num_threads, plan)
-    g = backward_planned(x, W, dy, None, None, None, False, b is not None, kind[1] == "1",
-                         kind[2] == "1", None, None, None, None, False, num_threads, plan)
+    y = linear_forward(x, W, b, num_threads=num_threads, _plan=plan)
+    g = linear_backward(x, W, dy, bias=b is not None, need_dx=kind[1] == "1",
+                        need_dW=kind[2] == "1", num_threads=num_threads, _plan=plan)
     return (y,) + tuple(g)
 
 
@@ -46,7 +46,7 @@ def test_every_candidate_matches_the_reference(rng, shape, dtype):
     x, W, dy = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
     b = make(rng, M_out, dtype)
     ry, rdx, rdW, rdb = reference(x, W, b, dy)
-    plans = {p for kind in KINDS for p in _plans.candidates(kind, N, M_in, M_out)}
+    plans = {p for kind in KINDS for p in _plans.candidates(planner_problem(kind, N, M_in, M_out))}
     assert len(plans) > 1, "a shape here must have several candidates"
     for plan in sorted(plans):
         for xs, Ws, dys in [(x, W, dy), (np.asfortranarray(x), np.asfortranarray(W), np.asfortranarray(dy))]:
@@ -64,8 +64,8 @@ def test_every_candidate_matches_the_reference(rng, shape, dtype):
 def test_candidates(shape):
     """The built-in plan comes first, there are no duplicates, and each is a plan."""
     for kind in KINDS:
-        plans = _plans.candidates(kind, *shape)
-        assert plans[0] == _plans.default_plan(kind, *shape)
+        plans = _plans.candidates(planner_problem(kind, *shape))
+        assert plans[0] == planner_problem(kind, *shape).builtin_plan()
         assert len(set(plans)) == len(plans)
         for plan in plans:
             assert _plans.plan_to_json(plan)["path"] in PATHS
@@ -81,18 +81,18 @@ def test_candidates(shape):
 def test_built_in_plans_cut_for_small_kernels_only_where_measured(monkeypatch, vendor, family,
                                                                  small_kernels, cut):
     fields = {} if vendor is None else {"vendor_id": vendor, "cpu family": family}
-    monkeypatch.setattr(_plans, "_cpuinfo", lambda: fields)
-    monkeypatch.setattr(_plans, "small_kernels", lambda: small_kernels)
-    assert _plans.builtin_small_kernels() == cut
+    monkeypatch.setattr(_problem, "_cpuinfo", lambda: fields)
+    monkeypatch.setattr(_problem, "small_kernels", lambda: small_kernels)
+    assert _problem.builtin_small_kernels() == cut
     # (128, 512, 512): a tiled backward in the small-kernel range.
-    assert _plans.plan_to_json(_plans.default_plan("b11", 128, 512, 512))["small_kernels"] == cut
-    tiled = [_plans.plan_to_json(p) for p in _plans.candidates("b11", 128, 512, 512)]
+    assert _plans.plan_to_json(planner_problem("b11", 128, 512, 512).builtin_plan())["small_kernels"] == cut
+    tiled = [_plans.plan_to_json(p) for p in _plans.candidates(planner_problem("b11", 128, 512, 512))]
     assert {p["small_kernels"] for p in tiled if p["path"] == "tiled"} == {True, False}
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_small_problems_have_one_candidate(kind):
-    (plan,) = _plans.candidates(kind, 8, 8, 8)
+    (plan,) = _plans.candidates(planner_problem(kind, 8, 8, 8))
     assert _plans.plan_to_json(plan)["path"] == "serial"
 
 
@@ -138,8 +138,7 @@ def test_a_pinned_plan_is_used(plan_file, rng):
         plan_file.write_text(json.dumps(_file_of({"b11:float64:7:784:256": _plans.plan_to_json(plan)})))
         fastlinear.set_planning("file", plan_file)
         got = fastlinear.linear_backward(x, W, dy, bias=False)
-        want = backward_planned(x, W, dy, None, None, None, False, False, True, True, None, None,
-                                None, None, False, None, plan)
+        want = linear_backward(x, W, dy, bias=False, _plan=plan)
         for a, c in zip(got, want):
             if a is not None:
                 np.testing.assert_array_equal(a, c)
@@ -336,7 +335,7 @@ def test_plans_carry_their_margin(plan_file):
 def test_a_kept_plan_wins_its_paired_rounds(monkeypatch):
     """measure keeps a candidate over the built-in plan only if it wins the median
     of paired rounds, not one lucky round."""
-    plans = _plans.candidates("b11", 64, 784, 256)
+    plans = _plans.candidates(planner_problem("b11", 64, 784, 256))
     assert len(plans) >= 3
     lucky, steady = plans[1], plans[2]
 
@@ -346,17 +345,17 @@ def test_a_kept_plan_wins_its_paired_rounds(monkeypatch):
         return {p: times.get(p, [2.0] * rounds) for p in chosen}
 
     monkeypatch.setattr(_plans, "_timed_rounds", fake_timed_rounds)
-    monkeypatch.setattr(_plans, "_problem", lambda *shape: None)
+    monkeypatch.setattr(_plans, "_timed_call", lambda problem: None)
     monkeypatch.setattr(_plans, "_repeats", lambda call, chosen: (dict.fromkeys(chosen, 1), 1.0))
     monkeypatch.setattr(_plans, "SETTLE", 0)
-    best, margin = _plans.measure("b11", "float64", 64, 784, 256, plans)
+    best, margin = _plans.measure(planner_problem("b11", 64, 784, 256, dtype="float64"), plans)
     assert best == steady and margin == pytest.approx(1.0 / 0.9)
 
     def close(call, chosen, rounds, repeats=None):  # 2% faster: within the noise margin, the built-in plan stays
         return {p: [0.98 if p == steady else 1.0] * rounds for p in chosen}
 
     monkeypatch.setattr(_plans, "_timed_rounds", close)
-    best, margin = _plans.measure("b11", "float64", 64, 784, 256, plans)
+    best, margin = _plans.measure(planner_problem("b11", 64, 784, 256, dtype="float64"), plans)
     assert best == plans[0] and margin == pytest.approx(0.98)
 
 
@@ -399,7 +398,7 @@ def test_off_gives_the_built_in_plans(tmp_path):
     try:
         for kind in KINDS:
             for shape in PLANNED_SHAPES:
-                assert _plans.planner.choose(kind, "float64", *shape) == _plans.default_plan(kind, *shape)
+                assert _plans.planner.choose(planner_problem(kind, *shape, dtype="float64")) == planner_problem(kind, *shape).builtin_plan()
         fastlinear.linear_forward(np.ones((64, 784)), np.ones((784, 256)))
         assert not path.exists()
         assert _plans.planner.summary() == {"mode": "off", "file": None, "plans": 0,

@@ -1,12 +1,12 @@
 """linear_backward(lr=, b=): an SGD step of W and b inside the backward."""
 import numpy as np
 import pytest
-from _helpers import DTYPES, assert_close, make
+from _helpers import DTYPES, assert_close, make, planner_problem
 from test_activations import df_ref, problem as activation_problem
 
 import fastlinear
 from fastlinear import _plans
-from fastlinear._api import backward_planned
+from fastlinear import linear_backward
 
 LR = 0.25
 # Serial, row blocks, tiles (dx reading W in place), a k split, a wide W (N too small to tile).
@@ -29,9 +29,9 @@ def problem(rng, shape, dtype, activation):
 
 
 def step(x, W, b, dy, activation, saved, plan, threads, **kw):
-    return backward_planned(x, W, dy, activation, saved.get("y"), saved.get("z"),
-                            kw.get("overwrite_dy", False), b is not None, True, True, None, None,
-                            None, kw.get("dz"), False, threads, plan, LR, b)
+    return linear_backward(x, W, dy, activation=activation, overwrite_dy=kw.get("overwrite_dy", False),
+                           bias=b is not None, dz=kw.get("dz"), lr=LR, b=b, num_threads=threads,
+                           _plan=plan, **saved)
 
 
 def check(dx, W, b, want, x, dy, dtype):
@@ -54,7 +54,7 @@ def test_every_plan_steps_W_and_b(rng, shape, dtype, activation):
     x, W0, b0, dy, saved, want = problem(rng, shape, dtype, activation)
     N, M_in, M_out = shape
     inputs = [a.copy() for a in (x, dy, *saved.values())]
-    for plan in _plans.candidates("b11", N, M_in, M_out):
+    for plan in _plans.candidates(planner_problem("b11", N, M_in, M_out)):
         results = []
         for threads in (1, 2, 3, 4):
             W, b = W0.copy(), b0.copy()

@@ -55,10 +55,11 @@ class _FakeBlas:
     ((64, 64, 64), "tiled"), ((1000, 64, 16), "tiled"), ((32, 256, 128), "tiled"),
     ((20000, 256, 128), "tiled"), ((64, 784, 256), "tiled"),
 ])
-def test_default_path(shape, path):
-    """Which strategy the built-in plans give a shape (see docs/design.md)."""
-    from fastlinear import _api
-    assert _api.default_path(*shape) == {"serial": 0, "blocked": 1, "tiled": 2}[path]
+def test_builtin_path(shape, path):
+    """Which path the built-in plans give a shape (see docs/design.md)."""
+    from fastlinear._problem import KINDS, Problem
+    for kind in KINDS.values():
+        assert Problem(kind, "float64", *shape).builtin_path() == {"serial": 0, "blocked": 1, "tiled": 2}[path]
 
 
 @pytest.mark.parametrize("info, expected", [
@@ -71,7 +72,7 @@ def test_default_path(shape, path):
 ])
 def test_small_kernel_detection(info, expected):
     """Mid-size products are cut for small-matrix kernels only on BLAS cores that have them."""
-    from fastlinear._plans import _has_small_kernels
+    from fastlinear._problem import _has_small_kernels
     assert _has_small_kernels(_FakeBlas(**info)) is expected
 
 
