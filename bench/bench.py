@@ -21,10 +21,12 @@ bench/results/: a JSON file of every figure and a PNG plot.
 import argparse
 import datetime
 import functools
+import importlib.metadata
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -42,6 +44,35 @@ QUICK_SHAPES = [(32, 32, 32), (64, 784, 256), (1024, 1024, 1024), (100000, 64, 1
 # so one may follow the other without a pause.
 LIBRARY = {"fastlinear": "fastlinear", "numpy": "numpy", "gemm3": "numpy", "torch": "torch"}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+# Distributions whose versions a run records where installed: the library, its
+# dependencies, the peers and the optional BLAS backends.
+VERSIONED = ["fastlinear", "numpy", "scipy", "threadpoolctl", "torch", "scikit-learn", "dask",
+             "distributed", "mkl", "scipy-openblas32"]
+
+
+def run_info():
+    """What every result file records of its run: date, CPU, and software versions
+    (Python and the installed distributions of VERSIONED; fastlinear's git commit
+    when the benchmark runs from a checkout).  The BLAS libraries loaded are in
+    each file's threadpoolctl list ("blas" or "threadpool_info")."""
+    versions = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"],
+                                cwd=os.path.dirname(RESULTS), capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        if commit:
+            versions["fastlinear git"] = commit
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu_name(),
+            "machine": platform.machine(), "cpus": os.cpu_count(), "versions": versions}
+
 
 # (shape, dtype, threads or None for default, peer, bound) -> fastlinear time / peer time <= bound
 TARGETS = [
@@ -418,8 +449,7 @@ def main(argv=None):
 
     bw1, bw2 = read_bandwidth(1), read_bandwidth(2)
     info = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(),
+        **run_info(),
         "python": sys.version.split()[0], "fastlinear": fastlinear._config.config(),
         "threadpool_info": threadpool_info(),
         "torch": (sys.modules["torch"].__version__ if with_torch else None),

@@ -21,7 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 import fastlinear
-from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, report
+from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, report, run_info
 
 DEFAULT_CASES = [((100000, 64, 16), "relu"), ((64, 784, 256), "relu"),
                  ((64, 784, 256), "gelu"), ((100000, 64, 16), "gelu"),
@@ -155,7 +155,7 @@ def main(argv=None):
                 value = row["ratio"][peer]
                 targets.append((f"{shape} {dtype} {activation}: fused / {peer}", value,
                                 f"<= {bound}", value <= bound))
-    info = {"cpu": cpu_name(), "threads": fastlinear.get_num_threads(), "blas": threadpool_info()}
+    info = {**run_info(), "threads": fastlinear.get_num_threads(), "blas": threadpool_info()}
     report("act", args.out, info, rows, targets)
 
 if __name__ == "__main__":

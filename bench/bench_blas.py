@@ -22,7 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 import fastlinear
-from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, report
+from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, report, run_info
 from fastlinear import _backends, _plans
 from fastlinear._problem import KINDS, Problem
 
@@ -120,7 +120,7 @@ def main(argv=None):
                 value = row["ratio"][peer]
                 targets.append((f"{tuple(row['shape'])} {dtype}: auto / {peer}", value,
                                 f"<= {bound}", value <= bound))
-    info = {"cpu": cpu_name(), "threads": fastlinear.get_num_threads(), "backends": found,
+    info = {**run_info(), "threads": fastlinear.get_num_threads(), "backends": found,
             "blas": threadpool_info()}
     report("blas", args.out, info, rows, targets)
 

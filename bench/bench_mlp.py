@@ -48,7 +48,8 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastlinear
-from bench import RESULTS, available, calls_per_peer, cpu_name, interleaved, pyplot, report
+from bench import (RESULTS, available, calls_per_peer, cpu_name, interleaved, pyplot, report,
+                   run_info)
 
 # (layer sizes, batch): the standard run answers "is it faster for my training?"
 # in about two minutes; --full adds a batch size and one thread.
@@ -464,7 +465,7 @@ def main(argv=None):
         peers.append("fl-grads")
     if args.one_thread or args.load:
         peers.append("fl-1t")
-    info = {"cpu": cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(),
+    info = {**run_info(),
             "python": platform.python_version(), "numpy": np.__version__,
             "fastlinear": fastlinear.__version__, "threads": fastlinear.get_num_threads(),
             "blas": threadpool_info(), "time": datetime.datetime.now().isoformat(),

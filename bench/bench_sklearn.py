@@ -33,7 +33,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 import fastlinear
-from bench import RESULTS, available, cpu_name, interleaved, pyplot, report
+from bench import RESULTS, available, cpu_name, interleaved, pyplot, report, run_info
 from bench_mlp import cpu_load
 
 PREDICT_ROWS = 10_000
@@ -200,7 +200,7 @@ def main(argv=None):
     if not available("sklearn"):
         sys.exit("bench_sklearn.py needs scikit-learn: pip install 'fastlinear[sklearn]'")
     peers = ["sklearn"] + (["torch"] if available("torch") and not args.no_torch else [])
-    info = {"cpu": cpu_name(), "machine": platform.machine(), "cpus": os.cpu_count(),
+    info = {**run_info(),
             "python": platform.python_version(), "numpy": np.__version__,
             "fastlinear": fastlinear.__version__, "threads": fastlinear.get_num_threads(),
             "blas": threadpool_info(), "time": datetime.datetime.now().isoformat(),

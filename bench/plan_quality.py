@@ -19,8 +19,10 @@ import os
 import statistics
 import sys
 
+from threadpoolctl import threadpool_info
+
 import fastlinear
-from bench import RESULTS, cpu_name
+from bench import RESULTS, cpu_name, run_info
 from fastlinear import _planfile, _plans
 from fastlinear._problem import KINDS, Problem, check_key
 
@@ -83,7 +85,8 @@ def main(argv=None):
     out = os.path.join(args.out, f"plans-{stamp}.json")
     with open(out, "w") as f:
         json.dump({"cpu": cpu_name(), "fastlinear": fastlinear.__version__, "plan_file": path,
-                   "factor": args.factor, "rows": rows}, f, indent=1)
+                   "factor": args.factor, "rows": rows,
+                   "info": {**run_info(), "blas": threadpool_info()}}, f, indent=1)
     print(f"wrote {out}")
 
 
