@@ -1,4 +1,4 @@
-"""How good are the plans in a plan file?  Re-measure each class of problem.
+"""How good are the plans in a plan file?  Re-measure each problem.
 
 For every plan of this machine's section of the plan file, every candidate of
 its class is timed again, interleaved, for ``--factor`` times the budget a

@@ -1,10 +1,11 @@
-"""Plans: how each class of problem is run, chosen by measuring on this machine.
+"""Plans: how each problem is run, chosen by measuring on this machine.
 
-A plan (see _parallel.pxd) says which path a call takes (on the calling
-thread, over row blocks, or over tiles of each product), whether mid-size
-products are cut for BLAS's small-matrix kernels, which BLAS computes them
-(see _backends), and how many tasks a big product is cut into.  Any plan gives the right result; which is fastest
-depends on the CPU and its BLAS.  The first time a class of problem (its
+A plan (see _parallel.pxd) says which path a call takes (serial: on the
+calling thread; blocked: over row blocks; tiled: over tiles of each product),
+whether mid-size products are cut for BLAS's small-matrix kernels, which BLAS
+computes them (see _backends), and how many tasks a big product is cut into.
+Any plan gives the right result; which is fastest depends on the CPU and its
+BLAS.  The first time a problem (see _problem: its
 direction, dtype, M_in, M_out and N to within a factor of 2) is seen, the
 candidate plans are timed briefly on data of that shape and the fastest is
 kept, in memory and in a JSON file in the user's cache directory keyed by CPU,
@@ -35,7 +36,7 @@ MODES = ("measure", "file", "off")
 # A candidate replaces the built-in plan only when its median is this much
 # faster: a closer call would let the machine's noise choose.
 MARGIN = 0.97
-# Seconds of timed calls screening the candidates of a class of problem (at
+# Seconds of timed calls screening the candidates of a problem (at
 # least 3 rounds of every candidate after an untimed one, at most 25), and
 # twice that confirming the finalists (see measure).
 BUDGET = 0.03
@@ -355,7 +356,7 @@ def tune(shapes, dtypes=("float32", "float64"), budget=TUNE_BUDGET):
     Returns
     -------
     dict
-        The plan chosen for each class of problem, as stored in the plan file,
+        The plan chosen for each problem, as stored in the plan file,
         with its ``margin``: the runner-up's time over the chosen plan's, a
         median of paired rounds (below 1.05 is a close call; absent where the
         class has one candidate).

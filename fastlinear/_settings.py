@@ -19,7 +19,7 @@ def set_blas(blas="auto"):
     blas : {"auto", "scipy", "mkl", "openblas"}
         ``auto``: the planner measures every backend installed (SciPy's, MKL
         with the ``mkl`` extra, OpenBLAS with the ``openblas`` extra) and
-        keeps the fastest per class of problem.  Any other: that one only
+        keeps the fastest per problem.  Any other: that one only
         (an optional one falls back to SciPy's, with a warning, where it is
         not installed or cannot load).  Plans are chosen again afterwards.
         Also ``FASTLINEAR_BLAS``.
@@ -34,7 +34,7 @@ def set_planning(mode="measure", plan_file=None):
     Parameters
     ----------
     mode : {"measure", "file", "off"}
-        ``measure``: plans from the plan file, and a new class of problem is
+        ``measure``: plans from the plan file, and a new problem is
         timed on its first call (a few tens of milliseconds) and its plan
         added to the file.  ``file``: plans from the file, built-in plans for
         the rest; nothing is measured or written.  ``off``: built-in plans
