@@ -14,3 +14,15 @@ numpydoc_show_class_members = False
 # Docstring examples run with the package and NumPy at hand, as a reader would type them.
 doctest_global_setup = "import numpy as np\nimport fastlinear"
 html_theme = "alabaster"
+
+
+def _public_signature(app, what, name, obj, options, signature, return_annotation):
+    """The signature without private keywords (``_plan=``: the planner's, not the user's)."""
+    if signature and "_" in signature:
+        kept = [part for part in signature[1:-1].split(", ") if not part.startswith("_")]
+        signature = "(" + ", ".join(kept) + ")"
+    return signature, return_annotation
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _public_signature)
