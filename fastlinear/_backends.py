@@ -23,16 +23,11 @@ import ctypes
 import os
 import sys
 import threading
+from typing import Callable, NamedTuple, Optional
 
 from . import _blas
 from ._warn import warn
 
-CHOICES = ("auto", "scipy", "mkl", "openblas")
-SLOTS = {"scipy": 0, "mkl": 1, "openblas": 2}  # where _blas keeps each backend's functions
-# Each optional backend: its distribution and the start of its library's file name.
-OPTIONAL = {"mkl": ("mkl", ("libmkl_rt.", "mkl_rt.")),
-            "openblas": ("scipy-openblas32", ("libscipy_openblas.",))}
-NAMES = {slot: name for name, slot in SLOTS.items()}
 # MKL's constants (mkl_service.h, mkl_cblas.h).
 MKL_THREADING_SEQUENTIAL = 1
 MKL_INTERFACE_LP64 = 0
@@ -54,34 +49,41 @@ def _library(name):
     """The path of the library of optional backend ``name``, or None if its
     distribution is not installed (found from its file list: importing a
     package could load its library with other settings)."""
-    distribution, starts = OPTIONAL[name]
+    backend = BACKENDS[name]
     try:
         from importlib import metadata
-        files = metadata.files(distribution) or []
+        files = metadata.files(backend.distribution) or []
     except Exception:  # not installed, or metadata without a file list
         return None
     names = sorted(os.path.realpath(f.locate()) for f in files
-                   if os.path.basename(str(f)).startswith(starts))
+                   if os.path.basename(str(f)).startswith(backend.filename_prefixes))
     return names[0] if names else None
 
 
-def _loaded_elsewhere(name):
-    """Whether a library whose path contains ``name`` is mapped into the process already."""
+def _is_loaded(path):
+    """Whether the library file at ``path`` is loaded already, under any name
+    (``RTLD_NOLOAD`` opens only a library loaded already; on Windows, its module name).
+
+    threadpoolctl, which finds MKL, lists scipy-openblas libraries only from
+    version 3.5 (fastlinear supports 3.1), so the loader is asked directly.
+    """
     if sys.platform == "win32":
-        return bool(ctypes.windll.kernel32.GetModuleHandleW(name))
+        return bool(ctypes.windll.kernel32.GetModuleHandleW(os.path.basename(path)))
     try:
-        with open("/proc/self/maps") as f:
-            return any(name in line for line in f)
+        ctypes.CDLL(os.path.realpath(path), mode=os.RTLD_NOLOAD)
     except OSError:
         return False
+    return True
 
 
 def load_mkl(path):
     """(addresses of dgemm_ and sgemm_, a description) of the libmkl_rt at
     ``path``, loaded as the module's docstring says; raises OSError saying why
     it cannot be used."""
-    if _loaded_elsewhere("mkl_rt.2.dll" if sys.platform == "win32" else "libmkl_rt"):
-        # Its threading layer is then another library's setting to keep.
+    from threadpoolctl import ThreadpoolController
+
+    if ThreadpoolController().select(internal_api="mkl"):
+        # Any MKL's threading layer is the process's: another library's setting to keep.
         raise OSError("libmkl_rt is loaded by another library of this process")
     lib = ctypes.CDLL(path)  # OSError if it is not a loadable library
     try:
@@ -109,8 +111,7 @@ def load_openblas(path):
     """(addresses of dgemm, sgemm and the thread count's get and set, a
     description) of the scipy-openblas32 library at ``path``, loaded as the
     module's docstring says; raises OSError saying why it cannot be used."""
-    if _loaded_elsewhere(os.path.basename(path) if sys.platform == "win32"
-                         else os.path.realpath(path)):
+    if _is_loaded(path):  # its thread count is then another library's setting to keep
         raise OSError("it is loaded by another library of this process")
     lib = ctypes.CDLL(path)
     try:
@@ -132,8 +133,28 @@ def load_openblas(path):
     return (*address, f"{config().decode(errors='replace').strip()} ({path})")
 
 
-LOADERS = {"mkl": load_mkl, "openblas": load_openblas}
-LABELS = {"mkl": "MKL", "openblas": "OpenBLAS (scipy-openblas32)"}
+class Backend(NamedTuple):
+    """A BLAS backend, as threadpoolctl's ``LibController`` subclasses describe a library."""
+    name: str
+    slot: int  # where fastlinear._blas keeps its functions
+    label: str
+    # Optional backends: the distribution that installs the library, the start
+    # of its file name, and load(path) -> (function addresses..., description).
+    distribution: Optional[str] = None
+    filename_prefixes: tuple = ()
+    load: Optional[Callable] = None
+
+
+BACKENDS = {b.name: b for b in (
+    Backend("scipy", 0, "SciPy's BLAS"),
+    Backend("mkl", 1, "MKL", "mkl", ("libmkl_rt.", "mkl_rt."), load_mkl),
+    Backend("openblas", 2, "OpenBLAS (scipy-openblas32)", "scipy-openblas32",
+            ("libscipy_openblas.",), load_openblas),
+)}
+CHOICES = ("auto", *BACKENDS)
+OPTIONAL = tuple(name for name, b in BACKENDS.items() if b.load)
+SLOTS = {name: b.slot for name, b in BACKENDS.items()}
+NAMES = {b.slot: name for name, b in BACKENDS.items()}
 
 
 _keep: list = []  # the loaded libraries, never unloaded
@@ -177,21 +198,22 @@ class Backends:
         return [name for name in OPTIONAL if choice in ("auto", name)]
 
     def _find(self, name):
+        backend = BACKENDS[name]
         path = _library(name)
         if path is None:
-            self.missing[name] = f"the {OPTIONAL[name][0]} package is not installed"
+            self.missing[name] = f"the {backend.distribution} package is not installed"
             if self.choice == name:
-                warn(f"fastlinear: {LABELS[name]} was chosen but the {OPTIONAL[name][0]} "
+                warn(f"fastlinear: {backend.label} was chosen but the {backend.distribution} "
                      "package is not installed; SciPy's BLAS computes every product")
             return
         try:
-            *functions, about = LOADERS[name](path)
+            *functions, about = backend.load(path)
         except OSError as e:
             self.missing[name] = f"{path} cannot be used: {e}"
-            warn(f"fastlinear: not using {LABELS[name]}: {self.missing[name]}; "
+            warn(f"fastlinear: not using {backend.label}: {self.missing[name]}; "
                  "SciPy's BLAS computes every product")
             return
-        _blas.set_backend(SLOTS[name], *functions)
+        _blas.set_backend(backend.slot, *functions)
         self._found[name] = about
 
     def usable(self):

@@ -79,6 +79,8 @@ def _openblas_functions(path):
     (RTLD_NOLOAD where the platform has it), and both symbols take the
     affixes found for the getter (SciPy's wheels prefix ``scipy_``, 64-bit
     integer builds add a suffix; the count is a C int in all of them).
+    threadpoolctl finds these affixes too, but only from version 3.5 and in
+    private attributes (``_symbol_prefix``, ``_get_symbol``), so they are looked for here.
     """
     try:
         lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", ctypes.DEFAULT_MODE))

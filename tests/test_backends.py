@@ -123,7 +123,7 @@ def test_a_broken_library_is_a_warning_and_scipy(tmp_path, name):
     garbage.write_bytes(b"\x7fELF not really")
     for path in (str(garbage), "libm.so.6"):
         with pytest.raises(OSError):
-            _backends.LOADERS[name](path)
+            _backends.BACKENDS[name].load(path)
         out = run_script(f"""
             import warnings, numpy as np, fastlinear
             from fastlinear import _backends
@@ -138,6 +138,23 @@ def test_a_broken_library_is_a_warning_and_scipy(tmp_path, name):
                   any("not using" in str(w.message) for w in caught))
         """)
         assert out.split() == ["['scipy']", "132.0", "True"]
+
+
+@pytest.mark.parametrize("name", OPTIONAL)
+def test_a_library_loaded_elsewhere_is_left_alone(name):
+    """Loaded by another part of the process first: its settings are that part's, so a
+    warning and SciPy's BLAS."""
+    out = run_script(f"""
+        import ctypes, warnings, fastlinear
+        from fastlinear import _backends
+        ctypes.CDLL(_backends._library({name!r}))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fastlinear.set_blas({name!r})
+            print(sorted(_backends.backends.found()))
+        print(any("is loaded by another library" in str(w.message) for w in caught))
+    """)
+    assert out.split() == ["['scipy']", "True"]
 
 
 @pytest.mark.parametrize("name", sorted(_backends.OPTIONAL))
@@ -175,7 +192,7 @@ def test_a_pinned_backend_that_fails_under_measure(tmp_path, rng, name):
                               "measured": measured, "saved": _plans.planner.summary()}}))
         """)
         report = json.loads(out.splitlines()[-1])
-        label = _backends.LABELS[name]
+        label = _backends.BACKENDS[name].label
         why = f"{label} was chosen but" if library is None else f"not using {label}: {library}"
         assert any(why in w and "SciPy's BLAS" in w for w in report["warnings"]), report["warnings"]
         assert report["backends"] == ["scipy"]
