@@ -14,7 +14,7 @@ tasks stays one single-threaded BLAS call (results stay identical for every
 
 A library another part of the process has loaded already is left alone: its
 settings are that part's.  The planner then measures each backend among its
-candidate plans and keeps the fastest for each class of problem.
+candidate plans and keeps the fastest for each problem.
 
 ``FASTLINEAR_BLAS`` (or :func:`set_blas`) chooses: ``auto`` (the default:
 measured), ``scipy``, ``mkl`` or ``openblas``.
