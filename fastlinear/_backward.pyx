@@ -5,16 +5,17 @@ Two strategies, chosen from the shape alone by the caller:
 
 * TILED (and SERIAL): dx and dW as tiled GEMMs sharing one pool of tasks,
   then the column-sum reduction.  Fastest when the products are large.
-* BLOCKED, for narrow W: the rows are cut into chunks fixed by the shape and a
-  parallel loop runs over them; each chunk walks its rows in cache-sized blocks
-  and, while a block of dy is in cache, computes that block of dx, adds its
-  share of dW to the chunk's partial dW and its column sums to the chunk's
-  partial db.  The partials are then added in chunk order.  This reads dy and
-  x once instead of three times and parallelises the long reduction over N
-  that BLAS would run on one thread, which is what tall, narrow shapes need.
+* BLOCKED (the blocked path), for narrow W: the rows are cut into chunks
+  fixed by the shape and a parallel loop runs over them; each chunk walks
+  its rows in cache-sized blocks and, while a block of dy is in cache,
+  computes that block of dx, adds its share of dW to the chunk's partial dW
+  and its column sums to the chunk's partial db.  The partials are then
+  added in chunk order.  This reads dy and x once instead of three times and
+  parallelises the long reduction over N that BLAS would run on one thread,
+  which is what tall, narrow shapes need.
 
 With an activation, y = f(z), the products read dz = dy * f'(.) instead of
-dy: the row-block path computes each block of dz, and its partial db, while
+dy: the blocked path computes each block of dz, and its partial db, while
 the block is in cache, the tiled path in one parallel pass before the
 products.  dz is written into the caller's dz array if given, else into dy
 where the caller allows it, else into scratch.
@@ -25,7 +26,8 @@ reads a copy of W^T, which BLAS's small-matrix kernels multiply faster.
 cimport numpy as cnp
 from cython cimport floating
 cimport fastlinear._parallel as parallel
-from fastlinear._blas cimport gemm, row, layout, c_array, BLAS_INT_MAX, scratch, data
+from fastlinear._blas cimport (gemm, row, layout, c_array, BLAS_INT_MAX, scratch, data, typed_for,
+                              run_typed)
 from fastlinear._gemm cimport (Product, MAX_PRODUCTS, product, gemm_products, product_workspace,
                                TaskSetting, setting_of)
 from fastlinear._colsum cimport colsum_add, column_sums, column_sums_workspace, combine
@@ -33,7 +35,7 @@ from fastlinear._epilogue cimport activation_grad, GELU_TANH
 
 cnp.import_array()
 
-# Upper bounds on the chunks of the fused path: enough to balance many cores,
+# Upper bounds on the chunks of the blocked path: enough to balance many cores,
 # few enough that the partial dW stay small next to x.
 cdef enum:
     MAX_CHUNKS = 64
@@ -52,11 +54,21 @@ cdef inline char other_trans(char t) noexcept nogil:
 
 
 cdef struct Operands:
-    # dy, x and W^T (the right operand of dx = dy W^T) as BLAS reads them;
-    # outputs are C-contiguous.
+    # A backward's arrays, of one dtype, and how BLAS reads them: dy, x and
+    # W^T (the right operand of dx = dy W^T; a copy of it in WT_copy where
+    # ``transpose``); outputs are C-contiguous, NULL where not wanted.
+    const void* x
+    const void* WT
+    const void* dy
+    void* dx
+    void* dW
+    void* db
+    void* WT_copy
     char tdy, tx, tWT
     Py_ssize_t lddy, ldx, ldWT
     Py_ssize_t N, M_in, M_out
+    bint accumulate[3]  # add dx, dW, db into the arrays rather than write them
+    bint transpose
     # With an activation: the saved y or z (C-contiguous), and where dz goes:
     # dy itself when overwrite_dy, else the caller's dz if not NULL, else
     # scratch; both laid out as dy is, so that BLAS reads dz as it would dy
@@ -65,9 +77,17 @@ cdef struct Operands:
     const void* saved
     void* dz
     bint overwrite_dy
-    bint is_double
-    int backend  # the BLAS of the row-block path's products
     double scale  # dW and db are scale times the gradients (plus themselves if accumulated)
+    # Scratch: on the blocked path the chunks' partial dW, partial db and
+    # blocks of dz; otherwise the products' workspace, column_sums's and dz.
+    void* work
+    double* db_work
+    void* dz_work
+    bint blocked  # the path: blocked, or products (serial or tiled)
+    Py_ssize_t rows, chunks  # the blocked path's rows per block and chunks
+    TaskSetting setting
+    int num_threads
+
 
 cdef extern from "_transpose.h":
     void fl_transpose_double(const double* W, Py_ssize_t ldW, Py_ssize_t M_in,
@@ -85,21 +105,25 @@ cdef inline void _transpose(const floating* W, Py_ssize_t ldW, Py_ssize_t M_in, 
         fl_transpose_float(W, ldW, M_in, M_out, WT)
 
 
-cdef Py_ssize_t fused_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
-                             Py_ssize_t rows) noexcept nogil:
+cdef Py_ssize_t blocked_chunks(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out,
+                               Py_ssize_t rows) noexcept nogil:
     return max(1, min(parallel.ceil_div(N, rows), MAX_CHUNKS,
                       MAX_PARTIAL // max(1, M_in * M_out)))
 
 
-cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const Operands* ops,
-                       const floating* x, const floating* WT, const floating* dy,
-                       floating* dx, floating* dW, floating* db, const bint* accumulate,
-                       floating* parts_dW, double* parts_db, floating* dz_work) noexcept nogil:
+cdef void _blocked_task(Py_ssize_t c, void* arg, const floating* tag) noexcept nogil:
     """Rows of chunk c, block by block: dz (with an activation), dx, the
     chunk's partial dW and partial db."""
+    cdef const Operands* ops = <const Operands*>arg
+    cdef const floating* x = <const floating*>ops.x
+    cdef const floating* WT = <const floating*>ops.WT
+    cdef const floating* dy = <const floating*>ops.dy
+    cdef floating* dx = <floating*>ops.dx
+    cdef const bint* accumulate = &ops.accumulate[0]
+    cdef Py_ssize_t rows = ops.rows
     cdef Py_ssize_t M_in = ops.M_in, M_out = ops.M_out, j, n
-    cdef Py_ssize_t first = parallel.chunk_start(c, ops.N, chunks), i = first
-    cdef Py_ssize_t end = parallel.chunk_start(c + 1, ops.N, chunks)
+    cdef Py_ssize_t first = parallel.chunk_start(c, ops.N, ops.chunks), i = first
+    cdef Py_ssize_t end = parallel.chunk_start(c + 1, ops.N, ops.chunks)
     cdef Py_ssize_t s0 = ops.lddy if ops.tdy == b'N' else 1
     cdef Py_ssize_t s1 = 1 if ops.tdy == b'N' else ops.lddy
     cdef double* pb = NULL
@@ -109,8 +133,8 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
     cdef Py_ssize_t ldg
     cdef floating* dz
     cdef Py_ssize_t t0, t1
-    if db != NULL:
-        pb = parts_db + c * M_out
+    if ops.db != NULL:
+        pb = ops.db_work + c * M_out
         for j in range(M_out):
             pb[j] = 0
     while i < end:
@@ -124,76 +148,55 @@ cdef void _fused_chunk(Py_ssize_t c, Py_ssize_t chunks, Py_ssize_t rows, const O
                     dz = <floating*>ops.dz + (i * M_out if ops.tdy == b'N' else i)
                     ldg = M_out if ops.tdy == b'N' else ops.N
                 else:
-                    dz = dz_work + c * rows * M_out
+                    dz = <floating*>ops.dz_work + c * rows * M_out
                     ldg = M_out if ops.tdy == b'N' else n
                 t0 = ldg if ops.tdy == b'N' else 1
                 t1 = 1 if ops.tdy == b'N' else ldg
                 g = dz
             activation_grad(ops.act, dy + i * s0, s0, s1, <const floating*>ops.saved + i * M_out,
                             M_out, dz, t0, t1, n, M_out)
-            if db != NULL:
+            if ops.db != NULL:
                 colsum_add(dz, t0, t1, n, M_out, pb)
-        elif db != NULL:
+        elif ops.db != NULL:
             colsum_add(dy + i * s0, s0, s1, n, M_out, pb)
         if dx != NULL:
             gemm(tg, ops.tWT, n, M_in, M_out, 1, g, ldg,
-                 WT, ops.ldWT, <floating>accumulate[0], dx + i * M_in, M_in, ops.backend)
-        if dW != NULL:
+                 WT, ops.ldWT, <floating>accumulate[0], dx + i * M_in, M_in, ops.setting.backend)
+        if ops.dW != NULL:
             gemm(other_trans(ops.tx), tg, M_in, M_out, n, 1, row(x, ops.tx, ops.ldx, i), ops.ldx,
-                 g, ldg, <floating>(i != first), parts_dW + c * M_in * M_out, M_out, ops.backend)
+                 g, ldg, <floating>(i != first), <floating*>ops.work + c * M_in * M_out, M_out,
+                 ops.setting.backend)
         i += n
 
 
-cdef struct Chunks:
-    # The arguments of _fused_chunk, for the tasks of a BLOCKED backward.
-    const Operands* ops
-    const void* x
-    const void* WT
-    const void* dy
-    void* dx
-    void* dW
-    void* db
-    const bint* accumulate
-    Py_ssize_t rows, chunks
-    void* parts_dW
-    double* parts_db
-    void* dz_work
-
-
-cdef void _chunk_task(Py_ssize_t c, void* arg) noexcept nogil:
-    cdef Chunks* a = <Chunks*>arg
-    if a.ops.is_double:
-        _fused_chunk(c, a.chunks, a.rows, a.ops, <const double*>a.x, <const double*>a.WT,
-                     <const double*>a.dy, <double*>a.dx, <double*>a.dW, <double*>a.db,
-                     a.accumulate, <double*>a.parts_dW, a.parts_db, <double*>a.dz_work)
-    else:
-        _fused_chunk(c, a.chunks, a.rows, a.ops, <const float*>a.x, <const float*>a.WT,
-                     <const float*>a.dy, <float*>a.dx, <float*>a.dW, <float*>a.db,
-                     a.accumulate, <float*>a.parts_dW, a.parts_db, <float*>a.dz_work)
-
-
-cdef void _fused(const Operands* ops, const floating* x, const floating* WT, const floating* dy,
-                 floating* dx, floating* dW, floating* db, const bint* accumulate,
-                 Py_ssize_t rows, Py_ssize_t chunks, floating* parts_dW, double* parts_db,
-                 floating* dz_work, int num_threads) noexcept nogil:
-    cdef Chunks a
-    a.ops, a.x, a.WT, a.dy, a.dx, a.dW, a.db = ops, x, WT, dy, dx, dW, db
-    a.accumulate, a.rows, a.chunks = accumulate, rows, chunks
-    a.parts_dW, a.parts_db, a.dz_work = parts_dW, parts_db, dz_work
-    parallel.parallel_for(chunks, parallel.threads_for(num_threads, chunks), _chunk_task, &a)
+cdef void _blocked(Operands* ops, const floating* tag) noexcept nogil:
+    cdef floating* dW = <floating*>ops.dW
+    cdef floating* db = <floating*>ops.db
+    cdef const bint* accumulate = &ops.accumulate[0]
+    cdef int num_threads = ops.num_threads
+    typed_for(ops.chunks, num_threads, _blocked_task[floating], ops)
     if dW != NULL:
-        combine(parts_dW, chunks, ops.M_in * ops.M_out, dW, accumulate[1], ops.scale,
-                num_threads)
+        combine(<const floating*>ops.work, ops.chunks, ops.M_in * ops.M_out, dW, accumulate[1],
+                ops.scale, num_threads)
     if db != NULL:
-        combine(parts_db, chunks, ops.M_out, db, accumulate[2], ops.scale, num_threads)
+        combine(ops.db_work, ops.chunks, ops.M_out, db, accumulate[2], ops.scale, num_threads)
 
 
-cdef void _separate(const Operands* ops, const floating* x, const floating* WT, const floating* dy,
-                    floating* dx, floating* dW, floating* db, const bint* accumulate,
-                    floating* work, double* db_work, floating* dz_work, TaskSetting setting,
-                    int num_threads) noexcept nogil:
+cdef void _separate(Operands* ops, const floating* tag) noexcept nogil:
     # With an activation, dz and db in one pass first; then dx and dW share
     # one pool of tasks (see gemm_products), dx's workspace first in ``work``.
+    cdef const floating* x = <const floating*>ops.x
+    cdef const floating* WT = <const floating*>ops.WT
+    cdef const floating* dy = <const floating*>ops.dy
+    cdef floating* dx = <floating*>ops.dx
+    cdef floating* dW = <floating*>ops.dW
+    cdef floating* db = <floating*>ops.db
+    cdef floating* work = <floating*>ops.work
+    cdef double* db_work = ops.db_work
+    cdef floating* dz_work = <floating*>ops.dz_work
+    cdef const bint* accumulate = &ops.accumulate[0]
+    cdef TaskSetting setting = ops.setting
+    cdef int num_threads = ops.num_threads
     cdef Product products[MAX_PRODUCTS]
     cdef Py_ssize_t count = 0
     cdef Py_ssize_t s0 = ops.lddy if ops.tdy == b'N' else 1, s1 = 1 if ops.tdy == b'N' else ops.lddy
@@ -233,22 +236,19 @@ cdef void _separate(const Operands* ops, const floating* x, const floating* WT, 
                     num_threads, 0, <const floating*>NULL, <floating*>NULL, 0, 0)
 
 
-cdef void _run(Operands* ops, bint transpose, bint fused, const floating* x, const floating* W,
-               Py_ssize_t ldW, floating* WT, const floating* dy, floating* dx, floating* dW,
-               floating* db, const bint* accumulate, Py_ssize_t rows, Py_ssize_t chunks,
-               floating* work, double* db_work, floating* dz_work, TaskSetting setting,
-               int num_threads) noexcept nogil:
+cdef void _run(void* arg, const floating* tag) noexcept nogil:
     """The gradients, once backward has checked the arrays and sized the
-    scratch; with ``transpose`` dx reads W^T copied into WT."""
-    if transpose:
-        _transpose(W, ldW, ops.M_in, ops.M_out, WT)
-        W, ops.tWT, ops.ldWT = WT, b'N', ops.M_in
-    if fused:
-        _fused(ops, x, W, dy, dx, dW, db, accumulate, rows, chunks, work, db_work, dz_work,
-               num_threads)
+    scratch; with ``transpose`` dx reads W^T copied into WT_copy."""
+    cdef Operands* ops = <Operands*>arg
+    cdef floating* WT
+    if ops.transpose:
+        WT = <floating*>ops.WT_copy
+        _transpose(<const floating*>ops.WT, ops.ldWT, ops.M_in, ops.M_out, WT)
+        ops.WT, ops.tWT, ops.ldWT = WT, b'N', ops.M_in
+    if ops.blocked:
+        _blocked(ops, tag)
     else:
-        _separate(ops, x, W, dy, dx, dW, db, accumulate, work, db_work, dz_work, setting,
-                  num_threads)
+        _separate(ops, tag)
 
 
 cpdef backward(object x, object W, object dy, object dx, object dW, object db,
@@ -261,7 +261,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
     reads in place; dx, dW and db are None (not wanted) or C-contiguous
     arrays of the gradient's shape; all of one dtype.  ``plan``'s path is BLOCKED
-    for the fused row-block kernel, else one tiled product per gradient.
+    for the blocked path, else one tiled product per gradient.
     With an activation ``act``, ``saved`` is the forward's y (relu, tanh,
     sigmoid) or z (the gelus), C-contiguous like dy, and dz = dy * f'(.) is
     written into dy if ``overwrite_dy`` (dy must then be writeable), else into
@@ -269,8 +269,7 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     Fortran-contiguous.
     """
     cdef Operands ops
-    cdef bint add[3]
-    add[0], add[1], add[2] = add_dx, add_dW, add_db
+    ops.accumulate[0], ops.accumulate[1], ops.accumulate[2] = add_dx, add_dW, add_db
     cdef char tW
     cdef Py_ssize_t ldW
     if not (layout(x, &ops.tx, &ops.ldx) and layout(W, &tW, &ldW)
@@ -300,22 +299,12 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     ops.act, ops.saved, ops.overwrite_dy = act, data(saved) if act else NULL, overwrite_dy
     ops.dz = data(dz)
     ops.scale = scale
-    cdef bint is_double = typenum == cnp.NPY_DOUBLE
-    ops.is_double = is_double
-    cdef TaskSetting setting = setting_of(plan)
-    ops.backend = setting.backend
+    ops.setting = setting_of(plan)
+    ops.num_threads = num_threads
     cdef int path = parallel.plan_path(plan)
-    cdef void* xp = data(x)
-    cdef void* Wp = data(W)
-    cdef void* dyp = data(dy)
-    cdef void* dxp = data(dx)
-    cdef void* dWp = data(dW)
-    cdef void* dbp = data(db)
-    cdef Py_ssize_t rows = 0, chunks = 0, size = 0
-    cdef void* wp
-    cdef void* dzp = NULL
-    cdef void* WTp = NULL
-    cdef double* dbw
+    ops.x, ops.WT, ops.dy = data(x), data(W), data(dy)
+    ops.dx, ops.dW, ops.db = data(dx), data(dW), data(db)
+    cdef Py_ssize_t size = 0
     cdef double db_small[SMALL_DB_WORK]
     cdef double WT_small[SMALL_WT]  # room for as many float64 or float32 elements
     ops.tWT, ops.ldWT = other_trans(tW), ldW
@@ -323,45 +312,39 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
     # row than from W, by more than a copy of W costs once there are this many
     # rows; products big enough to be TILED run BLAS's packing path, where the
     # two are alike.
-    cdef bint transpose = (path != parallel.TILED and dx is not None and tW == b'N'
-                           and ops.N >= TRANSPOSE_MIN_ROWS and ops.M_in > 0 and ops.M_out > 0)
-    cdef bint fused = path == parallel.BLOCKED and ops.N > 0
+    ops.transpose = (path != parallel.TILED and dx is not None and tW == b'N'
+                     and ops.N >= TRANSPOSE_MIN_ROWS and ops.M_in > 0 and ops.M_out > 0)
+    ops.blocked = path == parallel.BLOCKED and ops.N > 0
     cdef bint dz_scratch = act and not overwrite_dy and dz is None
-    if transpose:
-        WTp = WT_small
+    ops.WT_copy = NULL
+    if ops.transpose:
+        ops.WT_copy = WT_small
         if ops.M_in * ops.M_out > SMALL_WT:
             WT = scratch(ops.M_in * ops.M_out, typenum)
-            WTp = data(WT)
-    if fused:
+            ops.WT_copy = data(WT)
+    ops.rows = ops.chunks = 0
+    if ops.blocked:
         # The chunking is decided here, once, and the scratch sized from it.
-        rows = parallel.block_rows(2 * ops.M_in + ops.M_out, 8 if is_double else 4, BLAS_INT_MAX)
-        chunks = fused_chunks(ops.N, ops.M_in, ops.M_out, rows)
-        work = scratch(chunks * ops.M_in * ops.M_out if dW is not None else 0, typenum)
-        db_work = scratch(chunks * ops.M_out if db is not None else 0, cnp.NPY_DOUBLE)
-        dz_work = scratch(chunks * rows * ops.M_out if dz_scratch else 0, typenum)
-        wp, dbw, dzp = data(work), <double*>data(db_work), data(dz_work)
+        ops.rows = parallel.block_rows(2 * ops.M_in + ops.M_out,
+                                       cnp.PyArray_ITEMSIZE(<cnp.ndarray>dy), BLAS_INT_MAX)
+        ops.chunks = blocked_chunks(ops.N, ops.M_in, ops.M_out, ops.rows)
+        work = scratch(ops.chunks * ops.M_in * ops.M_out if dW is not None else 0, typenum)
+        db_work = scratch(ops.chunks * ops.M_out if db is not None else 0, cnp.NPY_DOUBLE)
+        dz_work = scratch(ops.chunks * ops.rows * ops.M_out if dz_scratch else 0, typenum)
+        ops.work, ops.db_work, ops.dz_work = data(work), <double*>data(db_work), data(dz_work)
     else:
         if dx is not None:
-            size = product_workspace(ops.N, ops.M_in, ops.M_out, setting)
+            size = product_workspace(ops.N, ops.M_in, ops.M_out, ops.setting)
         if dW is not None:
-            size += product_workspace(ops.M_in, ops.M_out, ops.N, setting)
+            size += product_workspace(ops.M_in, ops.M_out, ops.N, ops.setting)
         work = scratch(size, typenum)
-        wp, dbw = data(work), db_small
+        ops.work, ops.db_work = data(work), db_small
         size = column_sums_workspace(ops.N, ops.M_out) if db is not None else 0
         if size > SMALL_DB_WORK:  # small calls allocate nothing for db
             db_work = scratch(size, cnp.NPY_DOUBLE)
-            dbw = <double*>data(db_work)
+            ops.db_work = <double*>data(db_work)
         dz_work = scratch(ops.N * ops.M_out if dz_scratch else 0, typenum)
-        dzp = data(dz_work)
+        ops.dz_work = data(dz_work)
     # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
     # the GIL over and back costs.
-    cdef parallel.PyThreadState* released = parallel.release_gil(path != parallel.SERIAL)
-    if is_double:
-        _run(&ops, transpose, fused, <double*>xp, <double*>Wp, ldW, <double*>WTp, <double*>dyp,
-             <double*>dxp, <double*>dWp, <double*>dbp, add, rows, chunks, <double*>wp, dbw,
-             <double*>dzp, setting, num_threads)
-    else:
-        _run(&ops, transpose, fused, <float*>xp, <float*>Wp, ldW, <float*>WTp, <float*>dyp,
-             <float*>dxp, <float*>dWp, <float*>dbp, add, rows, chunks, <float*>wp, dbw,
-             <float*>dzp, setting, num_threads)
-    parallel.restore_gil(released)
+    run_typed(_run[float], _run[double], &ops, typenum, path != parallel.SERIAL)

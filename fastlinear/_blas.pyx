@@ -79,14 +79,14 @@ cdef void gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t 
     not leak) or 1 (accumulate).  Leading dimensions must already be at most
     BLAS_INT_MAX; m, n and k may exceed it.
     """
-    _split_gemm(transA, transB, m, n, k, alpha, A, ldA, B, ldB, beta, C, ldC, backend,
-                BLAS_INT_MAX)
+    split_gemm(transA, transB, m, n, k, alpha, A, ldA, B, ldB, beta, C, ldC, backend,
+               BLAS_INT_MAX)
 
 
-cdef void _split_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                      floating alpha, const floating* A, Py_ssize_t ldA, const floating* B,
-                      Py_ssize_t ldB, floating beta, floating* C, Py_ssize_t ldC, int backend,
-                      Py_ssize_t limit) noexcept nogil:
+cdef void split_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     floating alpha, const floating* A, Py_ssize_t ldA, const floating* B,
+                     Py_ssize_t ldB, floating beta, floating* C, Py_ssize_t ldC, int backend,
+                     Py_ssize_t limit) noexcept nogil:
     """gemm, in calls whose m, n and k are at most ``limit``."""
     cdef Py_ssize_t i, j, i0, j0, k0, mb, nb, kb
     cdef floating beta_k
@@ -121,28 +121,6 @@ cdef void _split_gemm(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_s
                 k0 += kb
             j0 += nb
         i0 += mb
-
-
-def _split_product(A, B, C, bint accumulate, Py_ssize_t limit):
-    """C (+)= A @ B by gemm cut into calls whose m, n and k are at most ``limit``
-    (for tests: the 32-bit limit itself takes arrays of 2**31 elements).
-
-    A and B are 2-D arrays BLAS reads in place, C a C-contiguous one, all of
-    one float dtype.
-    """
-    cdef char tA, tB
-    cdef Py_ssize_t ldA, ldB, m = len(C), n = C.shape[1], k = A.shape[1]
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray?>C)
-    if not (limit >= 1 and layout(A, &tA, &ldA) and layout(B, &tB, &ldB)
-            and c_array(C, typenum, A.shape[0], B.shape[1], True) and B.shape[0] == k
-            and typenum in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE) and A.dtype == B.dtype == C.dtype):
-        raise ValueError("A (m, k), B (k, n) and C (m, n) of one float dtype, and limit >= 1")
-    if typenum == cnp.NPY_DOUBLE:
-        _split_gemm(tA, tB, m, n, k, 1.0, <double*>data(A), ldA, <double*>data(B), ldB,
-                    <double>accumulate, <double*>data(C), n, SCIPY_BLAS, limit)
-    else:
-        _split_gemm(tA, tB, m, n, k, 1.0, <float*>data(A), ldA, <float*>data(B), ldB,
-                    <float>accumulate, <float*>data(C), n, SCIPY_BLAS, limit)
 
 
 cdef bint layout(object a, char* trans, Py_ssize_t* ld) noexcept:

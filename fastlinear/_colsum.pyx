@@ -9,6 +9,7 @@ result is bitwise the same for any thread count, and float32 input is summed
 in float64 before the single rounding at the end.
 """
 cimport fastlinear._parallel as parallel
+from fastlinear._blas cimport typed_for
 from fastlinear._epilogue cimport activation_grad
 
 # A column block of 512 float64 accumulators (4 KiB) stays in L1 while a task
@@ -67,10 +68,20 @@ cdef Py_ssize_t column_sums_workspace(Py_ssize_t N, Py_ssize_t M_out) noexcept n
     return _chunks(N, M_out) * M_out
 
 
-cdef void _combine_block(Py_ssize_t blk, const partial_t* parts, Py_ssize_t chunks,
-                         Py_ssize_t width, floating* out, bint accumulate,
-                         double scale) noexcept nogil:
-    cdef Py_ssize_t e, c
+cdef struct Combine:
+    # The arguments of combine, for its tasks.
+    const void* parts
+    void* out
+    Py_ssize_t chunks, width
+    double scale
+    bint accumulate
+
+
+cdef inline void _combine_block(Py_ssize_t blk, const Combine* a, const partial_t* parts,
+                                floating* out) noexcept nogil:
+    cdef Py_ssize_t e, c, chunks = a.chunks, width = a.width
+    cdef bint accumulate = a.accumulate
+    cdef double scale = a.scale
     cdef double s
     for e in range(blk * COLS, min((blk + 1) * COLS, width)):
         s = out[e] if accumulate and scale == 1 else 0.0
@@ -81,43 +92,32 @@ cdef void _combine_block(Py_ssize_t blk, const partial_t* parts, Py_ssize_t chun
         out[e] = <floating>s
 
 
-cdef struct Combine:
-    # The arguments of _combine_block, for its tasks; the partials are float64
-    # (db's) or of out's type (dW's).
-    const void* parts
-    void* out
-    Py_ssize_t chunks, width
-    double scale
-    bint accumulate, out_double, parts_double
+# The tasks of combine, by the type of its partials: float64 (db's) or float32
+# (float32 dW's); out's type is the body's.
+cdef void _combine_double_parts(Py_ssize_t blk, void* arg, const floating* tag) noexcept nogil:
+    cdef const Combine* a = <const Combine*>arg
+    _combine_block(blk, a, <const double*>a.parts, <floating*>a.out)
 
 
-cdef void _combine_task(Py_ssize_t blk, void* arg) noexcept nogil:
-    cdef Combine* a = <Combine*>arg
-    if a.out_double:
-        _combine_block(blk, <const double*>a.parts, a.chunks, a.width, <double*>a.out,
-                       a.accumulate, a.scale)
-    elif a.parts_double:
-        _combine_block(blk, <const double*>a.parts, a.chunks, a.width, <float*>a.out,
-                       a.accumulate, a.scale)
-    else:
-        _combine_block(blk, <const float*>a.parts, a.chunks, a.width, <float*>a.out,
-                       a.accumulate, a.scale)
+cdef void _combine_float_parts(Py_ssize_t blk, void* arg, const floating* tag) noexcept nogil:
+    cdef const Combine* a = <const Combine*>arg
+    _combine_block(blk, a, <const float*>a.parts, <floating*>a.out)
 
 
 cdef void combine(const partial_t* parts, Py_ssize_t chunks, Py_ssize_t width,
                   floating* out, bint accumulate, double scale, int num_threads) noexcept nogil:
     """out[e] = scale * (sum over c of parts[c, e]) (+ out[e] if ``accumulate``),
     added in chunk order in float64."""
-    cdef Py_ssize_t blocks = parallel.ceil_div(width, COLS)
     cdef Combine a
     a.parts, a.out, a.chunks, a.width, a.accumulate = parts, out, chunks, width, accumulate
     a.scale = scale
-    a.out_double, a.parts_double = floating is double, partial_t is double
-    parallel.parallel_for(blocks, parallel.threads_for(num_threads, blocks), _combine_task, &a)
+    typed_for(parallel.ceil_div(width, COLS), num_threads,
+              _combine_double_parts[floating] if partial_t is double
+              else _combine_float_parts[floating], &a)
 
 
 cdef struct Sums:
-    # The arguments of _sum_task, for its tasks; with an activation
+    # The arguments of column_sums, for its tasks; with an activation
     # (act != 0), dz = dy * f'(saved) and the sums are taken of dz.
     const void* dy
     Py_ssize_t s0, s1, N, M_out, chunks, blocks
@@ -126,20 +126,13 @@ cdef struct Sums:
     const void* saved   # C-contiguous, N x M_out
     void* dz
     Py_ssize_t t0, t1   # dz's element strides
-    bint is_double
 
 
-cdef void _sum_task(Py_ssize_t t, void* arg) noexcept nogil:
-    cdef Sums* a = <Sums*>arg
-    if a.is_double:
-        _sum_block(t, a, <const double*>a.dy)
-    else:
-        _sum_block(t, a, <const float*>a.dy)
-
-
-cdef void _sum_block(Py_ssize_t t, const Sums* g, const floating* dy) noexcept nogil:
+cdef void _sum_task(Py_ssize_t t, void* arg, const floating* tag) noexcept nogil:
     """Rows of chunk t // blocks, columns of block t % blocks, into work[chunk]
     (work is NULL when only dz is wanted)."""
+    cdef const Sums* g = <const Sums*>arg
+    cdef const floating* dy = <const floating*>g.dy
     cdef Py_ssize_t chunks = g.chunks, blocks = g.blocks, N = g.N, M_out = g.M_out
     cdef Py_ssize_t s0 = g.s0, s1 = g.s1
     cdef double* work = g.work
@@ -178,10 +171,9 @@ cdef void column_sums(const floating* dy, Py_ssize_t s0, Py_ssize_t s1,
     a.chunks, a.blocks = _chunks(N, M_out), parallel.ceil_div(M_out, COLS)
     a.dy, a.s0, a.s1, a.N, a.M_out = dy, s0, s1, N, M_out
     a.work = work if db != NULL else NULL
-    a.act, a.saved, a.dz, a.t0, a.t1, a.is_double = act, saved, dz, t0, t1, floating is double
+    a.act, a.saved, a.dz, a.t0, a.t1 = act, saved, dz, t0, t1
     if M_out == 0:
         return
-    parallel.parallel_for(a.chunks * a.blocks,
-                          parallel.threads_for(num_threads, a.chunks * a.blocks), _sum_task, &a)
+    typed_for(a.chunks * a.blocks, num_threads, _sum_task[floating], &a)
     if db != NULL:
         combine(work, a.chunks, M_out, db, accumulate, scale, num_threads)

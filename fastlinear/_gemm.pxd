@@ -26,7 +26,15 @@ cdef struct Product:
     bint accumulate, is_double
     TaskSetting setting
 
+# How a product is cut into tasks: its m, n and k are each cut into this many
+# slices, and a task computes one slice of m by one slice of n over one slice
+# of k (slices of k after the first add their partial products afterwards).
+cdef struct Tiles:
+    Py_ssize_t slices_m, slices_n, slices_k
+
 cdef TaskSetting setting_of(int plan) noexcept nogil
+
+cdef Tiles product_tiles(const Product* prod) noexcept nogil
 
 cdef Py_ssize_t product_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                   TaskSetting setting) noexcept nogil

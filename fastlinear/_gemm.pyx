@@ -16,7 +16,7 @@ import os
 
 from libc.string cimport memcpy
 cimport fastlinear._parallel as parallel
-from fastlinear._blas cimport gemm, row, col
+from fastlinear._blas cimport gemm, row, col, typed_for
 from fastlinear._epilogue cimport activate
 
 # A task is at least this many multiply-adds and this many rows, columns and
@@ -27,9 +27,6 @@ cdef enum:
     MIN_SIDE = 64
     # Elements of a row of C summed at a time with its partials (2 KiB of float64).
     ADD_BLOCK = 256
-
-cdef struct Tiles:
-    Py_ssize_t tm, tn, tk
 
 
 # OpenBLAS's small-matrix kernels for SkylakeX and later x86 cores multiply
@@ -77,36 +74,36 @@ cdef Tiles _small_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, bint tn) noexc
     cdef Tiles t
     cdef Py_ssize_t mt = m, nt = n
     tn = tn and k >= SMALL_KERNEL_TN_MIN_K
-    t.tm = t.tn = t.tk = 1
+    t.slices_m = t.slices_n = t.slices_k = 1
     while ((mt * nt * k > SMALL_KERNEL_WORK or (tn and mt * nt > SMALL_KERNEL_TN_TILE))
            and (mt > 1 or nt > 1)):
         if nt >= mt:
-            t.tn *= 2
+            t.slices_n *= 2
         else:
-            t.tm *= 2
-        mt, nt = parallel.ceil_div(m, t.tm), parallel.ceil_div(n, t.tn)
+            t.slices_m *= 2
+        mt, nt = parallel.ceil_div(m, t.slices_m), parallel.ceil_div(n, t.slices_n)
     return t
 
 
 cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t tasks) noexcept nogil:
     """How many slices of m, n and k: each split where it costs least.
 
-    Splitting m repacks op(B) once more per new slice (k * n/tn elements),
-    splitting n repacks op(A) (k * m/tm), and splitting k writes and then
-    re-reads a partial C (2 * m/tm * n/tn).  Halving the cheapest keeps the
-    extra memory traffic lowest.  A product gets ``tasks`` tasks (one per
-    CPU), plus one doubling per 8x more work from 2**35 multiply-adds on, and
-    none smaller than MIN_TASK_WORK: every task repacks, so more tasks than
-    CPUs only cost.
+    Splitting m repacks op(B) once more per new slice (k * n/slices_n
+    elements), splitting n repacks op(A) (k * m/slices_m), and splitting k
+    writes and then re-reads a partial C (2 * m/slices_m * n/slices_n).
+    Halving the cheapest keeps the extra memory traffic lowest.  A product
+    gets ``tasks`` tasks (one per CPU), plus one doubling per 8x more work
+    from 2**35 multiply-adds on, and none smaller than MIN_TASK_WORK: every
+    task repacks, so more tasks than CPUs only cost.
     """
     cdef Tiles t
     cdef Py_ssize_t most = tasks, big = 1LL << 35, mt, nt, kt, cost_m, cost_n, cost_k, best
-    t.tm = t.tn = t.tk = 1
+    t.slices_m = t.slices_n = t.slices_k = 1
     while m * n * k >= big and most < 64:
         most *= 2
         big *= 8
-    while t.tm * t.tn * t.tk < most:
-        mt, nt, kt = m // t.tm, n // t.tn, k // t.tk
+    while t.slices_m * t.slices_n * t.slices_k < most:
+        mt, nt, kt = m // t.slices_m, n // t.slices_n, k // t.slices_k
         if mt * nt * kt < 2 * MIN_TASK_WORK:
             break
         cost_m = kt * nt if mt >= 2 * MIN_SIDE else -1
@@ -123,15 +120,16 @@ cdef Tiles _packed_tiles(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, Py_ssize_t ta
         if best < 0:
             break
         if best == cost_m:
-            t.tm *= 2
+            t.slices_m *= 2
         elif best == cost_n:
-            t.tn *= 2
+            t.slices_n *= 2
         else:
-            t.tk *= 2
+            t.slices_k *= 2
     return t
 
 
-cdef Tiles _tiles(const Product* prod) noexcept nogil:
+cdef Tiles product_tiles(const Product* prod) noexcept nogil:
+    """How gemm_products cuts ``prod`` into tasks."""
     if _small_tasks(prod.m, prod.n, prod.k, prod.setting.small_kernels):
         # BLAS's A^T B in column-major terms is C = op(A) op(B) with only B transposed.
         return _small_tiles(prod.m, prod.n, prod.k, prod.transA == b'N' and prod.transB == b'T')
@@ -143,34 +141,25 @@ def in_small_kernel_range(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k):
     return _small_tasks(m, n, k, True)
 
 
-def _task_grid(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, str transA, str transB,
-               bint small_kernels, Py_ssize_t tasks):
-    """(tm, tn, tk): how a product is cut into tasks (for tests)."""
-    cdef Product prod
-    prod.m, prod.n, prod.k = m, n, k
-    prod.setting.small_kernels, prod.setting.tasks = small_kernels, tasks
-    prod.transA, prod.transB = ord(transA), ord(transB)
-    cdef Tiles t = _tiles(&prod)
-    return t.tm, t.tn, t.tk
-
-
 cdef Py_ssize_t product_workspace(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
                                   TaskSetting setting) noexcept nogil:
     """Elements of workspace a product (see product) needs: one partial C per extra slice of k."""
     if _small_tasks(m, n, k, setting.small_kernels):
         return 0
-    return (_packed_tiles(m, n, k, setting.tasks).tk - 1) * m * n
+    return (_packed_tiles(m, n, k, setting.tasks).slices_k - 1) * m * n
 
 
 cdef void _task(Py_ssize_t t, Tiles tiles, const Product* prod, const floating* A,
                 const floating* B, const floating* bias, floating* C,
                 floating* work) noexcept nogil:
-    cdef Py_ssize_t tile = t % (tiles.tm * tiles.tn), kk = t // (tiles.tm * tiles.tn)
-    cdef Py_ssize_t i0 = parallel.chunk_start(tile // tiles.tn, prod.m, tiles.tm)
-    cdef Py_ssize_t i1 = parallel.chunk_start(tile // tiles.tn + 1, prod.m, tiles.tm)
-    cdef Py_ssize_t j0 = parallel.chunk_start(tile % tiles.tn, prod.n, tiles.tn)
-    cdef Py_ssize_t j1 = parallel.chunk_start(tile % tiles.tn + 1, prod.n, tiles.tn)
-    cdef Py_ssize_t k0 = parallel.chunk_start(kk, prod.k, tiles.tk), k1 = parallel.chunk_start(kk + 1, prod.k, tiles.tk)
+    cdef Py_ssize_t tile = t % (tiles.slices_m * tiles.slices_n)
+    cdef Py_ssize_t kk = t // (tiles.slices_m * tiles.slices_n)
+    cdef Py_ssize_t i0 = parallel.chunk_start(tile // tiles.slices_n, prod.m, tiles.slices_m)
+    cdef Py_ssize_t i1 = parallel.chunk_start(tile // tiles.slices_n + 1, prod.m, tiles.slices_m)
+    cdef Py_ssize_t j0 = parallel.chunk_start(tile % tiles.slices_n, prod.n, tiles.slices_n)
+    cdef Py_ssize_t j1 = parallel.chunk_start(tile % tiles.slices_n + 1, prod.n, tiles.slices_n)
+    cdef Py_ssize_t k0 = parallel.chunk_start(kk, prod.k, tiles.slices_k)
+    cdef Py_ssize_t k1 = parallel.chunk_start(kk + 1, prod.k, tiles.slices_k)
     cdef Py_ssize_t i, ld = prod.ldC
     cdef floating* out = C
     cdef floating beta = prod.accumulate or bias != NULL
@@ -185,23 +174,9 @@ cdef void _task(Py_ssize_t t, Tiles tiles, const Product* prod, const floating* 
          col(row(A, prod.transA, prod.ldA, i0), prod.transA, prod.ldA, k0), prod.ldA,
          col(row(B, prod.transB, prod.ldB, k0), prod.transB, prod.ldB, j0), prod.ldB,
          beta, out + i0 * ld + j0, ld, prod.setting.backend)
-    if tiles.tk == 1 and (prod.act or prod.aux != NULL):  # the tile is complete and in cache
+    if tiles.slices_k == 1 and (prod.act or prod.aux != NULL):  # the tile is complete and in cache
         activate(prod.act, C + i0 * ld + j0, ld, i1 - i0, j1 - j0,
                  <floating*>prod.aux + i0 * prod.n + j0 if prod.aux != NULL else NULL, prod.n)
-
-
-cdef void _run_task(Py_ssize_t t, const Product* prod, const Tiles* tiles) noexcept nogil:
-    """Task t of the products ``prod``, numbered one product after another."""
-    while t >= tiles.tm * tiles.tn * tiles.tk:
-        t -= tiles.tm * tiles.tn * tiles.tk
-        prod += 1
-        tiles += 1
-    if prod.is_double:
-        _task(t, tiles[0], prod, <const double*>prod.A, <const double*>prod.B,
-              <const double*>prod.bias, <double*>prod.C, <double*>prod.work)
-    else:
-        _task(t, tiles[0], prod, <const float*>prod.A, <const float*>prod.B,
-              <const float*>prod.bias, <float*>prod.C, <float*>prod.work)
 
 
 cdef void _add_partials(Py_ssize_t i, const Product* prod, Py_ssize_t parts, floating* C,
@@ -233,50 +208,60 @@ cdef void _add_partials(Py_ssize_t i, const Product* prod, Py_ssize_t parts, flo
                  <floating*>prod.aux + i * n if prod.aux != NULL else NULL, n)
 
 
-cdef void _add_row(Py_ssize_t i, const Product* prod, Py_ssize_t parts) noexcept nogil:
-    if prod.is_double:
-        _add_partials(i, prod, parts, <double*>prod.C, <const double*>prod.work)
-    else:
-        _add_partials(i, prod, parts, <float*>prod.C, <const float*>prod.work)
-
-
-cdef struct Pool:
-    # What a task of gemm_products reads: the products and their tiles, or
+cdef struct ProductTasks:
+    # What the tasks of gemm_products read: the products and their tiles, or
     # (while partial products are added) one product and its slices of k.
     const Product* prod
     const Tiles* tiles
     Py_ssize_t parts
 
 
-cdef void _tile_task(Py_ssize_t t, void* arg) noexcept nogil:
-    cdef Pool* pool = <Pool*>arg
-    _run_task(t, pool.prod, pool.tiles)
+cdef void _tile_task(Py_ssize_t t, void* arg, const floating* tag) noexcept nogil:
+    """Task t of the products, numbered one product after another."""
+    cdef const ProductTasks* a = <const ProductTasks*>arg
+    cdef const Product* prod = a.prod
+    cdef const Tiles* tiles = a.tiles
+    while t >= tiles.slices_m * tiles.slices_n * tiles.slices_k:
+        t -= tiles.slices_m * tiles.slices_n * tiles.slices_k
+        prod += 1
+        tiles += 1
+    _task(t, tiles[0], prod, <const floating*>prod.A, <const floating*>prod.B,
+          <const floating*>prod.bias, <floating*>prod.C, <floating*>prod.work)
 
 
-cdef void _row_task(Py_ssize_t i, void* arg) noexcept nogil:
-    cdef Pool* pool = <Pool*>arg
-    _add_row(i, pool.prod, pool.parts)
+cdef void _partials_task(Py_ssize_t i, void* arg, const floating* tag) noexcept nogil:
+    """Row i of the product's C plus its partial products."""
+    cdef const ProductTasks* a = <const ProductTasks*>arg
+    _add_partials(i, a.prod, a.parts, <floating*>a.prod.C, <const floating*>a.prod.work)
+
+
+cdef void _run_products(const Product* prod, Py_ssize_t count, int num_threads,
+                        const floating* tag) noexcept nogil:
+    cdef Tiles tiles[MAX_PRODUCTS]
+    cdef Py_ssize_t tasks = 0, c
+    cdef ProductTasks run
+    for c in range(count):
+        tiles[c] = product_tiles(&prod[c])
+        tasks += tiles[c].slices_m * tiles[c].slices_n * tiles[c].slices_k
+    run.prod, run.tiles = prod, tiles
+    typed_for(tasks, num_threads, _tile_task[floating], &run)
+    for c in range(count):
+        if tiles[c].slices_k > 1:
+            run.prod, run.parts = &prod[c], tiles[c].slices_k - 1
+            typed_for(prod[c].m, num_threads, _partials_task[floating], &run)
 
 
 cdef void gemm_products(const Product* prod, Py_ssize_t count, int num_threads) noexcept nogil:
-    """Run ``count`` independent products (at most MAX_PRODUCTS) as one pool of tasks.
+    """Run ``count`` independent products (at most MAX_PRODUCTS, of one dtype)
+    as one pool of tasks.
 
     One parallel loop for all: no thread waits at the end of one product
     while the other still has tasks.
     """
-    cdef Tiles tiles[MAX_PRODUCTS]
-    cdef Py_ssize_t tasks = 0, c
-    cdef Pool pool
-    for c in range(count):
-        tiles[c] = _tiles(&prod[c])
-        tasks += tiles[c].tm * tiles[c].tn * tiles[c].tk
-    pool.prod, pool.tiles = prod, tiles
-    parallel.parallel_for(tasks, parallel.threads_for(num_threads, tasks), _tile_task, &pool)
-    for c in range(count):
-        if tiles[c].tk > 1:
-            pool.prod, pool.parts = &prod[c], tiles[c].tk - 1
-            parallel.parallel_for(prod[c].m, parallel.threads_for(num_threads, prod[c].m),
-                                  _row_task, &pool)
+    if count > 0 and prod.is_double:
+        _run_products(prod, count, num_threads, <const double*>NULL)
+    else:
+        _run_products(prod, count, num_threads, <const float*>NULL)
 
 
 cdef Product product(char transA, char transB, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,

@@ -19,7 +19,7 @@ cdef extern from "Python.h":
 # into, into one int.
 cdef enum:
     SERIAL = 0    # on the calling thread (products cut as TILED cuts them, run in turn)
-    BLOCKED = 1   # threads over cache-sized row blocks, backward fused per block
+    BLOCKED = 1   # the blocked path: threads over cache-sized row blocks
     TILED = 2     # threads over the tasks of each product
 
 

@@ -8,6 +8,7 @@ from test_activations import ACTIVATIONS, NEEDS_Z, df_ref, f_ref, problem
 from fastlinear import _gemm
 from fastlinear import linear_backward, linear_forward
 from fastlinear._parallel import PATHS, make_plan
+from fastlinear._testing import task_grid
 
 LR = 0.25
 # (small_kernels, tasks) of the plans each path is forced onto: a serial backward and a
@@ -78,12 +79,12 @@ def test_the_shapes_reach_the_gemm_limits():
         assert _gemm.in_small_kernel_range(32, M_out, 1024) == small  # the forward: 2**25
         assert _gemm.in_small_kernel_range(32, 1024, M_out) == small  # dx: k of 1024
     for M_out in (255, 256, 257):  # the forward's k and dW's k split in two
-        assert _gemm._task_grid(17, M_out, 2056, "N", "N", False, 2) == (1, 1, 2)
-    assert _gemm._task_grid(17, 257, 2056, "T", "N", False, 2) == (1, 1, 2)
-    assert [_gemm._task_grid(N, 256, 256, "N", "N", False, 2) for N in (127, 128, 129)] == \
+        assert task_grid(17, M_out, 2056, "N", "N", False, 2) == (1, 1, 2)
+    assert task_grid(17, 257, 2056, "T", "N", False, 2) == (1, 1, 2)
+    assert [task_grid(N, 256, 256, "N", "N", False, 2) for N in (127, 128, 129)] == \
         [(1, 1, 1), (1, 2, 1), (1, 2, 1)]
-    assert [np.prod(_gemm._task_grid(N, 100, 100, "N", "N", True, 2)) for N in (99, 100, 101)] == \
+    assert [np.prod(task_grid(N, 100, 100, "N", "N", True, 2)) for N in (99, 100, 101)] == \
         [1, 1, 2]
     # dx = dz W^T is BLAS's A^T B: tiles of at most 1200 elements from k = 32.
-    assert [_gemm._task_grid(N, 30, M_out, "N", "T", True, 2)[:2] == (1, 1)
+    assert [task_grid(N, 30, M_out, "N", "T", True, 2)[:2] == (1, 1)
             for N, M_out in ((40, 32), (41, 31), (41, 32), (41, 33))] == [True, True, False, False]

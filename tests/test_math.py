@@ -86,7 +86,7 @@ def test_db_has_the_same_bits_in_every_layout(rng, shape):
                                    (600, 300, 200)], ids=str)
 def test_layouts(rng, shape, dtype):
     """Every layout, against the reference; (20, 30, 30) (serial) and (2049, 33, 7)
-    (row blocks) copy W^T for dx, from W at any row stride."""
+    (blocked) copy W^T for dx, from W at any row stride."""
     N, M_in, M_out = shape
     x0, W0, dy0 = make(rng, (N, M_in), dtype), make(rng, (M_in, M_out), dtype), make(rng, (N, M_out), dtype)
     b = make(rng, M_out, dtype)
@@ -306,7 +306,7 @@ def test_float32_db_is_rounded_once(path):
 def test_blas_dimension_split(rng, mnk, dtype):
     """Sides past the BLAS integer limit are cut into several calls, partial
     products over k added: a limit lowered for the test, every layout."""
-    from fastlinear._blas import _split_product
+    from fastlinear._testing import split_product
     m, n, k = mnk
     A, B, C0 = make(rng, (m, k), dtype), make(rng, (k, n), dtype), make(rng, (m, n), dtype)
     want = A.astype(float) @ B.astype(float)
@@ -314,10 +314,10 @@ def test_blas_dimension_split(rng, mnk, dtype):
         for a, b in [(A, B), (np.asfortranarray(A), B), (A, np.asfortranarray(B)),
                      (np.asfortranarray(A), np.asfortranarray(B))]:
             C = np.full((m, n), np.nan, dtype)
-            _split_product(a, b, C, False, limit)
+            split_product(a, b, C, False, limit)
             assert_close(C, want, dtype, k)
             C = C0.copy()
-            _split_product(a, b, C, True, limit)
+            split_product(a, b, C, True, limit)
             assert_close(C, C0.astype(float) + want, dtype, k + 1)
 
 
@@ -386,9 +386,9 @@ def test_mid_size_tilings(rng, tiled_plan, shape, dtype):
     from fastlinear._parallel import plan_fields
     N, M_in, M_out = shape
     if shape == (4000, 100, 330):
-        from fastlinear import _gemm
+        from fastlinear._testing import task_grid
         _, small_kernels, tasks, _ = plan_fields(tiled_plan)
-        assert _gemm._task_grid(M_in, M_out, N, "T", "N", small_kernels, tasks)[2] > 1
+        assert task_grid(M_in, M_out, N, "T", "N", small_kernels, tasks)[2] > 1
 
     def step(x, W, b, dy, num_threads, **buffers):
         y = linear_forward(x, W, b, num_threads=num_threads, _plan=tiled_plan)
@@ -427,17 +427,18 @@ def test_mid_size_tilings(rng, tiled_plan, shape, dtype):
                                  (1000, 3000, 8), (33, 1000, 40)], ids=str)
 def test_small_kernel_task_limits(mnk, trans):
     """Tasks cut for the small-matrix kernels stay within their limits (see _gemm)."""
-    from fastlinear import _gemm
+    from fastlinear._testing import task_grid
     m, n, k = mnk
-    tm, tn, tk = _gemm._task_grid(m, n, k, trans[0], trans[1], True, 2)
-    rows, cols = -(-m // tm), -(-n // tn)
-    assert tk == 1
+    slices_m, slices_n, slices_k = task_grid(m, n, k, trans[0], trans[1], True, 2)
+    rows, cols = -(-m // slices_m), -(-n // slices_n)
+    assert slices_k == 1
     assert rows * cols * k <= 10 ** 6
     # Row-major op(A) op(B) with only B transposed is BLAS's column-major A^T B.
     if trans == "NT" and k >= 32:
         assert rows * cols <= 1200
-    assert tm <= m and tn <= n  # no empty tasks
-    assert _gemm._task_grid(m, n, k, trans[0], trans[1], False, 2) != (tm, tn, tk) or m * n * k <= 10 ** 6
+    assert slices_m <= m and slices_n <= n  # no empty tasks
+    assert (task_grid(m, n, k, trans[0], trans[1], False, 2) != (slices_m, slices_n, slices_k)
+            or m * n * k <= 10 ** 6)
 
 
 @pytest.mark.parametrize("tasks", [1, 2, 4, 16])
@@ -447,13 +448,13 @@ def test_packed_tiles_follow_cpu_count(mnk, tasks):
     """A product past the small-kernel range is cut into one task per CPU (the
     CPU count rounded up to a power of two) unless that would make tasks
     smaller than 2**22 multiply-adds: (2000, 3000, 10) stops at 8."""
-    from fastlinear import _gemm
+    from fastlinear._testing import task_grid
     m, n, k = mnk
-    tm, tn, tk = _gemm._task_grid(m, n, k, "N", "N", False, tasks)
-    assert tm * tn * tk == (min(tasks, 8) if mnk == (2000, 3000, 10) else tasks)
-    assert (m // tm) * (n // tn) * (k // tk) >= 2 ** 22
+    slices_m, slices_n, slices_k = task_grid(m, n, k, "N", "N", False, tasks)
+    assert slices_m * slices_n * slices_k == (min(tasks, 8) if mnk == (2000, 3000, 10) else tasks)
+    assert (m // slices_m) * (n // slices_n) * (k // slices_k) >= 2 ** 22
     # Past 2**35 multiply-adds, twice as many.
-    assert np.prod(_gemm._task_grid(2048, 4096, 4096, "N", "N", False, tasks)) == 2 * tasks
+    assert np.prod(task_grid(2048, 4096, 4096, "N", "N", False, tasks)) == 2 * tasks
 
 
 def test_tasks_are_the_cpu_count():
