@@ -92,9 +92,8 @@ cpdef forward(object x, object W, object b, object y, int act, object z, int pla
     cdef Operands a
     if not (layout(x, &a.tx, &a.ldx) and layout(W, &a.tW, &a.ldW)):
         raise ValueError("x and W must be 2-D, aligned and readable by BLAS in place")
-    a.N = cnp.PyArray_DIM(<cnp.ndarray>x, 0)
-    a.M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
-    a.M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
+    a.N, a.M_in, a.M_out = (cnp.PyArray_DIM(<cnp.ndarray>x, 0), cnp.PyArray_DIM(<cnp.ndarray>W, 0),
+                            cnp.PyArray_DIM(<cnp.ndarray>W, 1))
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
     if (typenum not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
             or cnp.PyArray_TYPE(<cnp.ndarray>W) != typenum
