@@ -16,7 +16,7 @@ cdef extern from "Python.h":
     PyTypeObject PyTuple_Type
 
 cimport fastlinear._parallel as parallel
-from fastlinear._backward cimport backward
+from fastlinear._backward cimport Request, backward
 from fastlinear._checks cimport (
     CallArrays, activation_code, check_apart_all, check_backward_arrays, check_dz_wanted,
     check_forward_arrays, check_gradient_buffers, check_out, check_plan, check_saved, check_step,
@@ -238,11 +238,15 @@ def linear_backward(x, W, dy, *, activation=None, y=None, z=None, overwrite_dy=F
     tdW = W if step else target(dW, M_in, M_out, typenum, add, &copy_dW) if need_dW else None
     tdb = target(b if step else db, M_out, -1, typenum, add or step, &copy_db) if bias else None
     tdz = dz_target(dz, dy2, N, M_out, typenum, &copy_dz) if dz is not None else None
+    cdef Request request
+    request.add_dx, request.add_dW = add and dx is not None, add and dW is not None or step
+    request.add_db = add and db is not None or step
+    request.act, request.overwrite_dy, request.plan = act, overwrite, plan
+    request.num_threads, request.scale = threads, scale
     cdef bint hold = holds_blas(plan, N, M_in, M_out)
     _hold_blas(hold)
     try:
-        backward(x2, W, dy2, tdx, tdW, tdb, add and dx is not None, add and dW is not None or step,
-                 add and db is not None or step, act, saved, overwrite, tdz, plan, threads, scale)
+        backward(x2, W, dy2, tdx, tdW, tdb, saved, tdz, request)
     finally:
         _release_blas(hold)
     if copy_dz:

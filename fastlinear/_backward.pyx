@@ -251,34 +251,66 @@ cdef void _run(void* arg, const floating* tag) noexcept nogil:
         _separate(ops, tag)
 
 
-cpdef backward(object x, object W, object dy, object dx, object dW, object db,
-               bint add_dx, bint add_dW, bint add_db, int act, object saved, bint overwrite_dy,
-               object dz, int plan, int num_threads, double scale=1):
-    """Write the requested gradients, or add them where add_dx, add_dW, add_db say so;
-    dW and db are multiplied by ``scale`` first.  dW may be W itself (then
-    C-contiguous): dx is computed from W before dW is added into it.
+cpdef backward(object x, object W, object dy, object dx, object dW, object db, object saved,
+               object dz, Request request):
+    """Write the requested gradients, or add them where request.add_dx, add_dW,
+    add_db say so; dW and db are multiplied by request.scale first.  dW may be
+    W itself (then C-contiguous): dx is computed from W before dW is added into it.
 
     x (N, M_in), W (M_in, M_out) and dy (N, M_out) are 2-D arrays that BLAS
     reads in place; dx, dW and db are None (not wanted) or C-contiguous
-    arrays of the gradient's shape; all of one dtype.  ``plan``'s path is BLOCKED
-    for the blocked path, else one tiled product per gradient.
-    With an activation ``act``, ``saved`` is the forward's y (relu, tanh,
+    arrays of the gradient's shape; all of one dtype.  request.plan's path is
+    BLOCKED for the blocked path, else one tiled product per gradient.
+    With an activation request.act, ``saved`` is the forward's y (relu, tanh,
     sigmoid) or z (the gelus), C-contiguous like dy, and dz = dy * f'(.) is
-    written into dy if ``overwrite_dy`` (dy must then be writeable), else into
-    ``dz`` if not None: C-contiguous where BLAS reads dy as row-major, else
-    Fortran-contiguous.
+    written into dy if request.overwrite_dy (dy must then be writeable), else
+    into ``dz`` if not None: C-contiguous where BLAS reads dy as row-major,
+    else Fortran-contiguous.
     """
     cdef Operands ops
-    ops.accumulate[0], ops.accumulate[1], ops.accumulate[2] = add_dx, add_dW, add_db
     cdef char tW
     cdef Py_ssize_t ldW
-    if not (layout(x, &ops.tx, &ops.ldx) and layout(W, &tW, &ldW)
+    cdef int typenum = _check_arguments(&ops, x, W, dy, dx, dW, db, saved, dz, &request, &tW,
+                                        &ldW)
+    ops.accumulate[0], ops.accumulate[1], ops.accumulate[2] = \
+        request.add_dx, request.add_dW, request.add_db
+    ops.act, ops.overwrite_dy = request.act, request.overwrite_dy
+    ops.saved, ops.dz = data(saved) if request.act else NULL, data(dz)
+    ops.scale, ops.num_threads = request.scale, request.num_threads
+    ops.setting = setting_of(request.plan)
+    cdef int path = parallel.plan_path(request.plan)
+    ops.x, ops.WT, ops.dy = data(x), data(W), data(dy)
+    ops.dx, ops.dW, ops.db = data(dx), data(dW), data(db)
+    ops.tWT, ops.ldWT = other_trans(tW), ldW
+    # BLAS's small-matrix kernels compute dy W^T faster from W^T stored row by
+    # row than from W, by more than a copy of W costs once there are this many
+    # rows; products big enough to be TILED run BLAS's packing path, where the
+    # two are alike.
+    ops.transpose = (path != parallel.TILED and dx is not None and tW == b'N'
+                     and ops.N >= TRANSPOSE_MIN_ROWS and ops.M_in > 0 and ops.M_out > 0)
+    ops.blocked = path == parallel.BLOCKED and ops.N > 0
+    cdef double db_small[SMALL_DB_WORK]
+    cdef double WT_small[SMALL_WT]  # room for as many float64 or float32 elements
+    ops.WT_copy, ops.db_work = WT_small, db_small
+    scratch_owners = _scratch(&ops, typenum, cnp.PyArray_ITEMSIZE(<cnp.ndarray>dy),
+                              request.act and not request.overwrite_dy and dz is None)
+    # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
+    # the GIL over and back costs.
+    run_typed(_run[float], _run[double], &ops, typenum, path != parallel.SERIAL)
+
+
+cdef int _check_arguments(Operands* ops, x, W, dy, dx, dW, db, saved, dz,
+                          const Request* request, char* tW, Py_ssize_t* ldW) except -1:
+    """dy's type, once the arrays are checked to be what backward takes; sets
+    ops's layouts and sizes, and W's layout in tW and ldW."""
+    if not (layout(x, &ops.tx, &ops.ldx) and layout(W, tW, ldW)
             and layout(dy, &ops.tdy, &ops.lddy)):
         raise ValueError("x, W and dy must be 2-D, aligned and readable by BLAS in place")
     ops.N = cnp.PyArray_DIM(<cnp.ndarray>dy, 0)
     ops.M_in = cnp.PyArray_DIM(<cnp.ndarray>W, 0)
     ops.M_out = cnp.PyArray_DIM(<cnp.ndarray>W, 1)
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>dy)
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>dy), act = request.act
+    cdef bint overwrite_dy = request.overwrite_dy
     if (typenum not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)
             or cnp.PyArray_TYPE(<cnp.ndarray>x) != typenum
             or cnp.PyArray_TYPE(<cnp.ndarray>W) != typenum
@@ -296,55 +328,41 @@ cpdef backward(object x, object W, object dy, object dx, object dW, object db,
                 else c_array(dz.T, typenum, ops.M_out, ops.N, True))))):
         raise ValueError("backward: x, W, dy, dx, dW, db and the saved activation must agree "
                          "in dtype and shape")
-    ops.act, ops.saved, ops.overwrite_dy = act, data(saved) if act else NULL, overwrite_dy
-    ops.dz = data(dz)
-    ops.scale = scale
-    ops.setting = setting_of(plan)
-    ops.num_threads = num_threads
-    cdef int path = parallel.plan_path(plan)
-    ops.x, ops.WT, ops.dy = data(x), data(W), data(dy)
-    ops.dx, ops.dW, ops.db = data(dx), data(dW), data(db)
+    return typenum
+
+
+cdef tuple _scratch(Operands* ops, int typenum, Py_ssize_t itemsize, bint dz_scratch):
+    """Point ops's scratch at arrays big enough for the call (or leave it at the
+    caller's stack buffers, which small calls fit in); returns the arrays, which
+    must outlive the call."""
     cdef Py_ssize_t size = 0
-    cdef double db_small[SMALL_DB_WORK]
-    cdef double WT_small[SMALL_WT]  # room for as many float64 or float32 elements
-    ops.tWT, ops.ldWT = other_trans(tW), ldW
-    # BLAS's small-matrix kernels compute dy W^T faster from W^T stored row by
-    # row than from W, by more than a copy of W costs once there are this many
-    # rows; products big enough to be TILED run BLAS's packing path, where the
-    # two are alike.
-    ops.transpose = (path != parallel.TILED and dx is not None and tW == b'N'
-                     and ops.N >= TRANSPOSE_MIN_ROWS and ops.M_in > 0 and ops.M_out > 0)
-    ops.blocked = path == parallel.BLOCKED and ops.N > 0
-    cdef bint dz_scratch = act and not overwrite_dy and dz is None
-    ops.WT_copy = NULL
-    if ops.transpose:
-        ops.WT_copy = WT_small
-        if ops.M_in * ops.M_out > SMALL_WT:
-            WT = scratch(ops.M_in * ops.M_out, typenum)
-            ops.WT_copy = data(WT)
+    WT = None
+    if not ops.transpose:
+        ops.WT_copy = NULL
+    elif ops.M_in * ops.M_out > SMALL_WT:
+        WT = scratch(ops.M_in * ops.M_out, typenum)
+        ops.WT_copy = data(WT)
     ops.rows = ops.chunks = 0
     if ops.blocked:
         # The chunking is decided here, once, and the scratch sized from it.
-        ops.rows = parallel.block_rows(2 * ops.M_in + ops.M_out,
-                                       cnp.PyArray_ITEMSIZE(<cnp.ndarray>dy), BLAS_INT_MAX)
+        ops.rows = parallel.block_rows(2 * ops.M_in + ops.M_out, itemsize, BLAS_INT_MAX)
         ops.chunks = blocked_chunks(ops.N, ops.M_in, ops.M_out, ops.rows)
-        work = scratch(ops.chunks * ops.M_in * ops.M_out if dW is not None else 0, typenum)
-        db_work = scratch(ops.chunks * ops.M_out if db is not None else 0, cnp.NPY_DOUBLE)
+        work = scratch(ops.chunks * ops.M_in * ops.M_out if ops.dW != NULL else 0, typenum)
+        db_work = scratch(ops.chunks * ops.M_out if ops.db != NULL else 0, cnp.NPY_DOUBLE)
         dz_work = scratch(ops.chunks * ops.rows * ops.M_out if dz_scratch else 0, typenum)
         ops.work, ops.db_work, ops.dz_work = data(work), <double*>data(db_work), data(dz_work)
-    else:
-        if dx is not None:
-            size = product_workspace(ops.N, ops.M_in, ops.M_out, ops.setting)
-        if dW is not None:
-            size += product_workspace(ops.M_in, ops.M_out, ops.N, ops.setting)
-        work = scratch(size, typenum)
-        ops.work, ops.db_work = data(work), db_small
-        size = column_sums_workspace(ops.N, ops.M_out) if db is not None else 0
-        if size > SMALL_DB_WORK:  # small calls allocate nothing for db
-            db_work = scratch(size, cnp.NPY_DOUBLE)
-            ops.db_work = <double*>data(db_work)
-        dz_work = scratch(ops.N * ops.M_out if dz_scratch else 0, typenum)
-        ops.dz_work = data(dz_work)
-    # A SERIAL call keeps the GIL: it runs for microseconds, less than handing
-    # the GIL over and back costs.
-    run_typed(_run[float], _run[double], &ops, typenum, path != parallel.SERIAL)
+        return (WT, work, db_work, dz_work)
+    if ops.dx != NULL:
+        size = product_workspace(ops.N, ops.M_in, ops.M_out, ops.setting)
+    if ops.dW != NULL:
+        size += product_workspace(ops.M_in, ops.M_out, ops.N, ops.setting)
+    work = scratch(size, typenum)
+    ops.work = data(work)
+    db_work = None
+    size = column_sums_workspace(ops.N, ops.M_out) if ops.db != NULL else 0
+    if size > SMALL_DB_WORK:  # small calls allocate nothing for db
+        db_work = scratch(size, cnp.NPY_DOUBLE)
+        ops.db_work = <double*>data(db_work)
+    dz_work = scratch(ops.N * ops.M_out if dz_scratch else 0, typenum)
+    ops.dz_work = data(dz_work)
+    return (WT, work, db_work, dz_work)

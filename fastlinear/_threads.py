@@ -180,15 +180,11 @@ class BlasThreads:
                    if os.path.realpath(lib.filepath).startswith((scipy_dir + os.sep,
                                                                  scipy_dir + ".libs" + os.sep))]
             libs = own or blas
-            self._use_controls(map(_thread_controls, libs))
+            controls = [_thread_controls(lib) for lib in libs]
+            self._shared = tuple(c for c in controls if not c[2])
+            self._per_thread = tuple(c for c in controls if c[2])
             self._libs = libs
         return self._libs
-
-    def _use_controls(self, controls):
-        """Hold the BLAS of these (get, set, per_thread) controls."""
-        controls = tuple(controls)
-        self._shared = tuple(c for c in controls if not c[2])
-        self._per_thread = tuple(c for c in controls if c[2])
 
     def enter(self):
         self.libraries()

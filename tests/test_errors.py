@@ -258,8 +258,9 @@ def test_kernels_refuse_inconsistent_arguments():
     for bufs in [(np.empty((8, 3)), None, None), (None, np.empty((4, 3), np.float32), None),
                  (None, None, np.empty(4))]:
         with pytest.raises(ValueError):
-            _backward.backward(x, W, dy, *bufs, False, False, False, 0, None, False, None,
-                               make_plan(PATHS["blocked"], False, 2), 2)
+            _backward.backward(x, W, dy, *bufs, None, None, dict(
+                add_dx=False, add_dW=False, add_db=False, act=0, overwrite_dy=False,
+                plan=make_plan(PATHS["blocked"], False, 2), num_threads=2, scale=1.0))
 
 
 def test_non_native_byte_order():

@@ -136,8 +136,8 @@ def test_blas_hold_of_overlapping_calls_from_two_threads():
     from fastlinear._threads import BlasThreads
     shared, own = _FakeSetting(False), _FakeSetting(True)
     holder = BlasThreads()
-    holder._libs = []
-    holder._use_controls([(shared.get, shared.set, False), (own.get, own.set, True)])
+    holder._libs = []  # libraries() then keeps these controls
+    holder._shared, holder._per_thread = ((shared.get, shared.set, False),), ((own.get, own.set, True),)
     steps = [threading.Event() for _ in range(4)]
     seen = {}
 
