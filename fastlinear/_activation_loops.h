@@ -61,28 +61,29 @@ static inline void FL_NAME(fl_keep)(const FL_T* g, const FL_T* s, FL_T* o, ptrdi
     }
 }
 
-/* r = f(r) for n contiguous elements: a loop per activation, so that each
- * inlines f for a constant and vectorises. */
+#ifndef FL_SMOOTH_CASES
+/* The switch cases of the activations other than relu, each running LOOP(its
+ * code): a loop per activation, so that each inlines f for a constant and
+ * vectorises. */
+#define FL_SMOOTH_CASES(LOOP) \
+    case FL_TANH: LOOP(FL_TANH); break; \
+    case FL_SIGMOID: LOOP(FL_SIGMOID); break; \
+    case FL_GELU: LOOP(FL_GELU); break; \
+    case FL_GELU_TANH: LOOP(FL_GELU_TANH); break;
+#endif
+
+/* r = f(r) for n contiguous elements. */
 FL_CLONES static void FL_NAME(fl_map)(int act, FL_T* r, ptrdiff_t n)
 {
     ptrdiff_t j;
+#define FL_MAP(ACT) for (j = 0; j < n; j++) r[j] = FL_NAME(fl_f)(ACT, r[j])
     switch (act) {
     case FL_RELU:
         FL_NAME(fl_keep)(r, r, r, n, 1);
         break;
-    case FL_TANH:
-        for (j = 0; j < n; j++) r[j] = FL_NAME(fl_f)(FL_TANH, r[j]);
-        break;
-    case FL_SIGMOID:
-        for (j = 0; j < n; j++) r[j] = FL_NAME(fl_f)(FL_SIGMOID, r[j]);
-        break;
-    case FL_GELU:
-        for (j = 0; j < n; j++) r[j] = FL_NAME(fl_f)(FL_GELU, r[j]);
-        break;
-    case FL_GELU_TANH:
-        for (j = 0; j < n; j++) r[j] = FL_NAME(fl_f)(FL_GELU_TANH, r[j]);
-        break;
+    FL_SMOOTH_CASES(FL_MAP)
     }
+#undef FL_MAP
 }
 
 /* o = g f'(.) for n contiguous elements (o may be g): a loop per activation. */
@@ -90,23 +91,14 @@ FL_CLONES static void FL_NAME(fl_grad_map)(int act, const FL_T* g, const FL_T* s
                                            ptrdiff_t n)
 {
     ptrdiff_t j;
+#define FL_GRAD_MAP(ACT) for (j = 0; j < n; j++) o[j] = FL_NAME(fl_grad)(ACT, g[j], s[j])
     switch (act) {
     case FL_RELU: /* without a branch per element: its sign is random */
         FL_NAME(fl_keep)(g, s, o, n, 0);
         break;
-    case FL_TANH:
-        for (j = 0; j < n; j++) o[j] = FL_NAME(fl_grad)(FL_TANH, g[j], s[j]);
-        break;
-    case FL_SIGMOID:
-        for (j = 0; j < n; j++) o[j] = FL_NAME(fl_grad)(FL_SIGMOID, g[j], s[j]);
-        break;
-    case FL_GELU:
-        for (j = 0; j < n; j++) o[j] = FL_NAME(fl_grad)(FL_GELU, g[j], s[j]);
-        break;
-    case FL_GELU_TANH:
-        for (j = 0; j < n; j++) o[j] = FL_NAME(fl_grad)(FL_GELU_TANH, g[j], s[j]);
-        break;
+    FL_SMOOTH_CASES(FL_GRAD_MAP)
     }
+#undef FL_GRAD_MAP
 }
 
 #undef FL_T

@@ -12,6 +12,7 @@ from libc.stdlib cimport free, malloc
 from cython cimport floating
 
 cimport fastlinear._parallel as parallel
+from fastlinear._blas cimport typed_for
 
 # Elements a task updates: enough work to outweigh handing a task to a thread.
 cdef enum:
@@ -48,9 +49,10 @@ cdef enum:
     LANES = 8  # independent partial sums, so that the adds need not wait on each other
 
 
-cdef void _decay(DecayArgs* a, Py_ssize_t t, floating kind) noexcept nogil:
+cdef void _decay(Py_ssize_t t, void* arg, const floating* tag) noexcept nogil:
     """grad += decay param over chunk t, and the chunk's sum of param² (float64, in
     LANES partial sums added in a fixed order) into sums[t]."""
+    cdef DecayArgs* a = <DecayArgs*>arg
     cdef const floating* param = <const floating*>a.param
     cdef floating* grad = <floating*>a.grad
     cdef floating decay = <floating>a.decay
@@ -76,18 +78,12 @@ cdef void _decay(DecayArgs* a, Py_ssize_t t, floating kind) noexcept nogil:
     a.sums[t] = w
 
 
-cdef void _decay_f32(Py_ssize_t t, void* arg) noexcept nogil:
-    _decay(<DecayArgs*>arg, t, <float>0)
-
-
-cdef void _decay_f64(Py_ssize_t t, void* arg) noexcept nogil:
-    _decay(<DecayArgs*>arg, t, <double>0)
-
-
-cdef void _sgd(SGDArgs* a, Py_ssize_t lo, Py_ssize_t hi, floating kind) noexcept nogil:
-    """velocity = momentum velocity - lr grad; param += velocity, or with
-    Nesterov's momentum param += momentum velocity - lr grad.  No velocity: a
-    plain step."""
+cdef void _sgd(Py_ssize_t t, void* arg, const floating* tag) noexcept nogil:
+    """Over chunk t: velocity = momentum velocity - lr grad; param += velocity,
+    or with Nesterov's momentum param += momentum velocity - lr grad.  No
+    velocity: a plain step."""
+    cdef SGDArgs* a = <SGDArgs*>arg
+    cdef Py_ssize_t lo = t * CHUNK, hi = min(a.size, (t + 1) * CHUNK)
     cdef floating* param = <floating*>a.param
     cdef const floating* grad = <const floating*>a.grad
     cdef floating* velocity = <floating*>a.velocity
@@ -108,12 +104,14 @@ cdef void _sgd(SGDArgs* a, Py_ssize_t lo, Py_ssize_t hi, floating kind) noexcept
             param[i] = param[i] + step
 
 
-cdef void _adam(AdamArgs* a, Py_ssize_t lo, Py_ssize_t hi, floating kind) noexcept nogil:
-    """m = beta1 m + (1 - beta1) grad; v = beta2 v + (1 - beta2) grad²;
+cdef void _adam(Py_ssize_t t, void* arg, const floating* tag) noexcept nogil:
+    """Over chunk t: m = beta1 m + (1 - beta1) grad; v = beta2 v + (1 - beta2) grad²;
     param += -lr m / (sqrt(v) + eps), lr already bias-corrected.  m, v and
     the denominator in the parameter's dtype, the step in float64, as NumPy 2
     computes scikit-learn's expressions (its bias-corrected rate is a float64
     scalar, the other constants Python floats)."""
+    cdef AdamArgs* a = <AdamArgs*>arg
+    cdef Py_ssize_t lo = t * CHUNK, hi = min(a.size, (t + 1) * CHUNK)
     cdef floating* param = <floating*>a.param
     cdef const floating* grad = <const floating*>a.grad
     cdef floating* m = <floating*>a.m
@@ -131,33 +129,27 @@ cdef void _adam(AdamArgs* a, Py_ssize_t lo, Py_ssize_t hi, floating kind) noexce
         param[i] = <floating>(<double>param[i] + (lr * m[i]) / <double>(root + eps))
 
 
-cdef void _sgd_f32(Py_ssize_t t, void* arg) noexcept nogil:
-    cdef SGDArgs* a = <SGDArgs*>arg
-    _sgd(a, t * CHUNK, min(a.size, (t + 1) * CHUNK), <float>0)
+cdef void _run(Py_ssize_t size, int num_threads, bint is_double,
+               void (*as_float)(Py_ssize_t, void*, const float*) noexcept nogil,
+               void (*as_double)(Py_ssize_t, void*, const double*) noexcept nogil,
+               void* arg) noexcept nogil:
+    """A float32 or float64 update, as ``is_double`` says."""
+    if is_double:
+        _chunks(size, num_threads, as_double, arg)
+    else:
+        _chunks(size, num_threads, as_float, arg)
 
 
-cdef void _sgd_f64(Py_ssize_t t, void* arg) noexcept nogil:
-    cdef SGDArgs* a = <SGDArgs*>arg
-    _sgd(a, t * CHUNK, min(a.size, (t + 1) * CHUNK), <double>0)
-
-
-cdef void _adam_f32(Py_ssize_t t, void* arg) noexcept nogil:
-    cdef AdamArgs* a = <AdamArgs*>arg
-    _adam(a, t * CHUNK, min(a.size, (t + 1) * CHUNK), <float>0)
-
-
-cdef void _adam_f64(Py_ssize_t t, void* arg) noexcept nogil:
-    cdef AdamArgs* a = <AdamArgs*>arg
-    _adam(a, t * CHUNK, min(a.size, (t + 1) * CHUNK), <double>0)
-
-
-cdef void _run(Py_ssize_t size, int num_threads, parallel.task_fn task, void* arg) noexcept nogil:
+cdef void _chunks(Py_ssize_t size, int num_threads,
+                  void (*body)(Py_ssize_t, void*, const floating*) noexcept nogil,
+                  void* arg) noexcept nogil:
+    """body over the chunks of ``size`` elements; one chunk on the calling thread."""
     cdef Py_ssize_t tasks = parallel.ceil_div(size, CHUNK), t
     if tasks <= 1:
         for t in range(tasks):
-            task(t, arg)
+            body(t, arg, NULL)
     else:
-        parallel.parallel_for(tasks, parallel.threads_for(num_threads, tasks), task, arg)
+        typed_for(tasks, num_threads, body, arg)
 
 
 cdef void* _data(object a) except? NULL:
@@ -169,9 +161,9 @@ def sgd(param, grad, velocity, double lr, double momentum, bint nesterov, int nu
     cdef SGDArgs a
     a.param, a.grad, a.velocity = _data(param), _data(grad), _data(velocity)
     a.size, a.lr, a.momentum, a.nesterov = param.size, lr, momentum, nesterov
-    cdef parallel.task_fn task = _sgd_f64 if param.dtype.itemsize == 8 else _sgd_f32
+    cdef bint is_double = param.dtype.itemsize == 8
     with nogil:
-        _run(a.size, num_threads, task, &a)
+        _run(a.size, num_threads, is_double, _sgd[float], _sgd[double], &a)
 
 
 def adam(param, grad, m, v, double lr, double beta1, double beta2, double eps, int num_threads):
@@ -179,9 +171,9 @@ def adam(param, grad, m, v, double lr, double beta1, double beta2, double eps, i
     cdef AdamArgs a
     a.param, a.grad, a.m, a.v = _data(param), _data(grad), _data(m), _data(v)
     a.size, a.lr, a.beta1, a.beta2, a.eps = param.size, lr, beta1, beta2, eps
-    cdef parallel.task_fn task = _adam_f64 if param.dtype.itemsize == 8 else _adam_f32
+    cdef bint is_double = param.dtype.itemsize == 8
     with nogil:
-        _run(a.size, num_threads, task, &a)
+        _run(a.size, num_threads, is_double, _adam[float], _adam[double], &a)
 
 
 def decay_norm(param, grad, double decay, int num_threads):
@@ -194,10 +186,10 @@ def decay_norm(param, grad, double decay, int num_threads):
     a.sums = <double*>malloc(max(tasks, 1) * sizeof(double))
     if a.sums == NULL:
         raise MemoryError()
-    cdef parallel.task_fn task = _decay_f64 if param.dtype.itemsize == 8 else _decay_f32
+    cdef bint is_double = param.dtype.itemsize == 8
     cdef double total = 0
     with nogil:
-        _run(a.size, num_threads, task, &a)
+        _run(a.size, num_threads, is_double, _decay[float], _decay[double], &a)
         for t in range(tasks):
             total += a.sums[t]
     free(a.sums)

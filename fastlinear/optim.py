@@ -105,10 +105,8 @@ def adam_step(param, grad, m, v, *, step, lr=0.001, beta1=0.9, beta2=0.999, eps=
 
     Parameters
     ----------
-    param : ndarray
-        The parameter (float32 or float64, C-contiguous), updated in place.
-    grad : ndarray
-        Its gradient, of the same dtype and shape; not modified.
+    param, grad : ndarray
+        The parameter, updated in place, and its gradient, as in :func:`sgd_step`.
     m, v : ndarray
         The first and second moment estimates, of the same dtype and shape
         (zeros at the start), updated in place.

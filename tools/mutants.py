@@ -276,7 +276,7 @@ MUTANTS = [
     _m("sgd-nesterov-plain", "_optim.pyx", "_sgd",
        "param[i] = param[i] + (momentum * step - lr * grad[i])", "param[i] = param[i] + step",
        tests=OPTIM_TESTS),
-    _m("optim-last-chunk", "_optim.pyx", "_adam_f64",
+    _m("optim-last-chunk", "_optim.pyx", "_adam",
        "min(a.size, (t + 1) * CHUNK)", "min(a.size - 1, (t + 1) * CHUNK)", tests=OPTIM_TESTS),
     _m("optim-overlap-unchecked", "optim.py", "_arrays",
        "if np.shares_memory(a, b):", "if False:", tests=OPTIM_TESTS),
