@@ -35,7 +35,10 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import fastlinear
-from fastlinear._problem import cpu_name  # noqa: F401  (the benchmarks' CPU label)
+try:  # the benchmarks' CPU label
+    from fastlinear._problem import cpu_name  # noqa: F401
+except ImportError:  # a build from before the problem model (tools/compare_builds.py runs one)
+    from fastlinear._plans import cpu_name  # noqa: F401
 
 DEFAULT_SHAPES = [(32, 32, 32), (64, 256, 128), (64, 784, 256), (128, 512, 512),
                   (256, 1024, 1024), (4096, 1024, 1024), (100000, 64, 16), (2048, 4096, 4096)]

@@ -331,7 +331,7 @@ cdef int _check_arguments(Operands* ops, x, W, dy, dx, dW, db, saved, dz,
     return typenum
 
 
-cdef tuple _scratch(Operands* ops, int typenum, Py_ssize_t itemsize, bint dz_scratch):
+cdef object _scratch(Operands* ops, int typenum, Py_ssize_t itemsize, bint dz_scratch):
     """Point ops's scratch at arrays big enough for the call (or leave it at the
     caller's stack buffers, which small calls fit in); returns the arrays, which
     must outlive the call."""
@@ -365,4 +365,6 @@ cdef tuple _scratch(Operands* ops, int typenum, Py_ssize_t itemsize, bint dz_scr
         ops.db_work = <double*>data(db_work)
     dz_work = scratch(ops.N * ops.M_out if dz_scratch else 0, typenum)
     ops.dz_work = data(dz_work)
+    if WT is None and work is None and db_work is None and dz_work is None:
+        return None  # a small call: no tuple to make
     return (WT, work, db_work, dz_work)

@@ -259,8 +259,8 @@ cdef int check_apart_all(cnp.ndarray a, str name, const CallArrays* others) exce
     extent(a, &lo, &hi)
     cdef int i
     for i in range(6):
-        if others.arrays[i] != NULL:
-            _apart(a, lo, hi, name, <object>others.arrays[i], (<tuple>others.names)[i])
+        if others.arrays[i] != NULL and _overlaps(a, lo, hi, <object>others.arrays[i]):
+            _refuse_overlap(name, (<tuple>others.names)[i])
     return 0
 
 
@@ -271,17 +271,21 @@ cdef int check_apart(cnp.ndarray a, str name, other, str other_name) except -1:
     if other is None:
         return 0
     extent(a, &lo, &hi)
-    return _apart(a, lo, hi, name, other, other_name)
+    if _overlaps(a, lo, hi, other):
+        _refuse_overlap(name, other_name)
+    return 0
 
 
-cdef int _apart(cnp.ndarray o, char* lo, char* hi, str name, a, str a_name) except -1:
-    """Raise if ``a`` shares memory with ``o``, whose bytes span lo:hi."""
+cdef bint _overlaps(cnp.ndarray o, char* lo, char* hi, a) except -1:
+    """Whether ``a`` shares memory with ``o``, whose bytes span lo:hi."""
     cdef char* alo
     cdef char* ahi
     extent(<cnp.ndarray?>a, &alo, &ahi)
-    if alo < hi and lo < ahi and _overlap(o, a):
-        raise ValueError(f"{name} overlaps {a_name}; results would be corrupted")
-    return 0
+    return alo < hi and lo < ahi and _overlap(o, a)
+
+
+cdef int _refuse_overlap(str name, str other_name) except -1:
+    raise ValueError(f"{name} overlaps {other_name}; results would be corrupted")
 
 
 def _overlap(a, b):

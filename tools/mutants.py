@@ -319,7 +319,7 @@ MUTANTS = [
        "for i in range(nd - 1):", "for i in range(nd - 2):"),
     _m("out-read-only-accepted", "_checks.pyx", "check_out",
        "if not cnp.PyArray_ISWRITEABLE(o):", "if False:"),
-    _m("overlap-by-bounds-only", "_checks.pyx", "_apart",
+    _m("overlap-by-bounds-only", "_checks.pyx", "_overlaps",
        "alo < hi and lo < ahi and _overlap(o, a)", "alo < hi and lo < ahi"),
     _m("overlap-dW-dx-unchecked", "_checks.pyx", "check_gradient_buffers",
        "others.arrays[3] = <PyObject*>dx", "others.arrays[3] = NULL"),
