@@ -10,7 +10,10 @@ MLP step in every ``bench/bench_mlp.py`` standard configuration, both dtypes
 (bench_mlp.FastlinearMLP.step); and the per-call overhead of ``linear_forward`` and of
 ``linear_backward`` (dx, dW, db into buffers) on (32, 32, 32) float64.
 
-Two long-lived workers, one per interpreter, run this tree's benchmark code, started with
+The rounds are shared among --processes pairs of fresh workers (default 3): one process's
+memory layout can make a build a few percent faster or slower for its whole life, so a
+single pair would mistake that for the code.  Each pair is two long-lived workers, one
+per interpreter, running this tree's benchmark code, started with
 ``-I`` in a temporary directory so that they import the installed package, never a source
 tree.  They set every case up in turn (same seeds, same data) and warm it up; then, case
 after case, they take turns for R rounds, the first of each round alternating, one
@@ -166,11 +169,45 @@ def fmt(seconds):
     return f"{seconds * 1e6:10.2f} us" if seconds < 1e-3 else f"{seconds * 1e3:10.3f} ms"
 
 
+def start_workers(args, tmp, warmup, workers):
+    """A fresh worker per build in ``workers``; what each says of itself."""
+    info = {}
+    for label, python in (("before", args.before), ("after", args.after)):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("PYTHONPATH", "FASTLINEAR_PLAN_FILE", "FASTLINEAR_PLANS")}
+        env["FASTLINEAR_PLANS"] = args.plans
+        if args.plans == "measure":  # kept across process pairs, so each build keeps its plans
+            env["FASTLINEAR_PLAN_FILE"] = os.path.join(tmp, f"plans-{label}.json")
+        workers[label] = Worker(python, env, tmp, warmup)
+        info[label] = workers[label].ask()  # one sets up (and plans) while the other waits
+    return info
+
+
+def report_header(args, info):
+    """The run's header, printed, as it goes into the JSON file."""
+    builds = {label: {k: v for k, v in i.items() if k != "estimates"} for label, i in info.items()}
+    header = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
+              "cpu": cpu_model(), "cpus": os.cpu_count(), "plans": args.plans,
+              "rounds": args.rounds, "processes": args.processes,
+              "quick_smoke": args.quick_smoke, "builds": builds}
+    print(f"CPU: {header['cpu']}, {header['cpus']} CPUs; plans: {args.plans}"
+          + (" (each build its own fresh plan file)" if args.plans == "measure" else
+             " (built-in plans)") + f"; {args.rounds} rounds per case over {args.processes} "
+          "process pairs" + ("; --quick-smoke: figures mean nothing" if args.quick_smoke else ""))
+    for label, i in builds.items():
+        print(f"{label:>6}: fastlinear {i['fastlinear']} (build {i['build_digest']}) "
+              f"at {i['package']}\n        {i['python']}, NumPy {i['numpy']}, "
+              f"{i['threads']} default threads, plans {i['plans_mode']} {i['plan_file'] or ''}")
+    return header
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", required=True, help="the interpreter of the old build")
     ap.add_argument("--after", required=True, help="the interpreter of the new build")
     ap.add_argument("--rounds", type=int, default=15, help="rounds per case (default 15)")
+    ap.add_argument("--processes", type=int, default=3,
+                    help="fresh worker pairs the rounds are shared among (default 3)")
     ap.add_argument("--plans", choices=("measure", "off"), default="measure",
                     help="measure (each build its own fresh plan file) or off (built-in plans)")
     ap.add_argument("--tolerance", type=float, default=0.03,
@@ -183,51 +220,43 @@ def main(argv=None):
     args = ap.parse_args(argv)
     target, samples, warmup = (0.002, 1, 0.005) if args.quick_smoke else (0.02, SAMPLES, 0.2)
     tmp = tempfile.mkdtemp(prefix="compare_builds-")
-    workers, info = {}, {}
+    workers, info, times, cmds = {}, {}, {}, {}
     try:
-        for label, python in (("before", args.before), ("after", args.after)):
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("PYTHONPATH", "FASTLINEAR_PLAN_FILE", "FASTLINEAR_PLANS")}
-            env["FASTLINEAR_PLANS"] = args.plans
-            if args.plans == "measure":
-                env["FASTLINEAR_PLAN_FILE"] = os.path.join(tmp, f"plans-{label}.json")
-            workers[label] = Worker(python, env, tmp, warmup)
-            info[label] = workers[label].ask()  # one sets up (and plans) while the other waits
-        estimates = {label: info[label].pop("estimates") for label in workers}
-        header = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-                  "cpu": cpu_model(), "cpus": os.cpu_count(), "plans": args.plans,
-                  "rounds": args.rounds, "quick_smoke": args.quick_smoke, "builds": info}
-        print(f"CPU: {header['cpu']}, {header['cpus']} CPUs; plans: {args.plans}"
-              + (" (each build its own fresh plan file)" if args.plans == "measure" else
-                 " (built-in plans)") + f"; {args.rounds} rounds per case"
-              + ("; --quick-smoke: figures mean nothing" if args.quick_smoke else ""))
-        for label, i in info.items():
-            print(f"{label:>6}: fastlinear {i['fastlinear']} (build {i['build_digest']}) "
-                  f"at {i['package']}\n        {i['python']}, NumPy {i['numpy']}, "
-                  f"{i['threads']} default threads, plans {i['plans_mode']} {i['plan_file'] or ''}")
+        # Each process pair runs a share of the rounds: a process's own memory
+        # layout can make one build a few percent faster for its whole life.
+        for process in range(args.processes):
+            info = start_workers(args, tmp, warmup, workers)
+            if process == 0:
+                header = report_header(args, info)
+            estimates = info["before"]["estimates"]
+            for name, est in estimates.items():
+                cmd = cmds.setdefault(name, {"case": name,
+                                             "calls": max(1, min(100000, round(target / est))),
+                                             "samples": samples, "settle": args.settle})
+                case_times = times.setdefault(name, {"before": [], "after": []})
+                for r in range(process, args.rounds, args.processes):
+                    for label in (("before", "after") if r % 2 == 0 else ("after", "before")):
+                        case_times[label].append(workers[label].ask(cmd))
+            for w in workers.values():
+                w.close()
+            workers.clear()
         print(f"\n{'case':44}{'before':>13}{'after':>13}{'after/before':>14}{'slower':>8}")
         rows, flagged = [], 0
-        for name, est in estimates["before"].items():
+        for name, case_times in times.items():
             kind = "overhead" if name.startswith("overhead") else "bench"
-            cmd = {"case": name, "calls": max(1, min(100000, round(target / est))),
-                   "samples": samples, "settle": args.settle}
-            times = {"before": [], "after": []}
-            for r in range(args.rounds):
-                for label in (("before", "after") if r % 2 == 0 else ("after", "before")):
-                    times[label].append(workers[label].ask(cmd))
-            ratios = [a / b for a, b in zip(times["after"], times["before"])]
+            ratios = [a / b for a, b in zip(case_times["after"], case_times["before"])]
             ratio = statistics.median(ratios)
             slower = sum(x > 1 for x in ratios)
             flag = (ratio > 1.0 if kind == "overhead" else abs(ratio - 1) > args.tolerance)
             flagged += flag
             note = ("  <- overhead rose" if kind == "overhead" else
                     f"  <- outside +-{args.tolerance:.0%}") if flag else ""
-            med = {label: statistics.median(ts) for label, ts in times.items()}
+            med = {label: statistics.median(ts) for label, ts in case_times.items()}
             print(f"{name:44}{fmt(med['before']):>13}{fmt(med['after']):>13}{ratio:14.3f}"
                   f"{f'{slower}/{len(ratios)}':>8}{note}", flush=True)
-            rows.append({"case": name, "kind": kind, "calls_per_sample": cmd["calls"],
+            rows.append({"case": name, "kind": kind, "calls_per_sample": cmds[name]["calls"],
                          "median_s": med, "ratio": ratio, "flagged": flag,
-                         "rounds_after_slower": slower, "times_s": times, "ratios": ratios})
+                         "rounds_after_slower": slower, "times_s": case_times, "ratios": ratios})
     finally:
         for w in workers.values():
             w.close()
