@@ -13,7 +13,6 @@ import platform
 
 cimport fastlinear._parallel as parallel
 from fastlinear._backends import backends
-from fastlinear._blas cimport SCIPY_BLAS
 from fastlinear._gemm import in_small_kernel_range, machine_tasks
 from fastlinear._parallel import make_plan
 from fastlinear._threads import blas_threads
@@ -33,9 +32,9 @@ cdef enum:
     _MIN_PLANNED_WORK = 1 << 15
     # The built-in rules, used when planning is off; the planner times these
     # choices on the user's machine instead (docs/design.md, "Built-in rules",
-    # has the measurements).  Below SERIAL_WORK a call runs on the calling
-    # thread, keeping the GIL: starting threads costs more than it saves.
-    SERIAL_WORK = 1 << 18
+    # has the measurements).  Below SERIAL_WORK (see _problem.pxd) a call runs
+    # on the calling thread, keeping the GIL: starting threads costs more than
+    # it saves.
     # W of at most NARROW_WEIGHTS weights makes GEMMs too thin to tile, so from
     # NARROW_ROWS rows on (enough blocks to share between threads) the blocked
     # path cuts the rows into cache-sized blocks instead.
@@ -62,18 +61,6 @@ cdef int builtin_path(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out) noexcept 
     if <double>M_in * M_out <= NARROW_WEIGHTS and N >= NARROW_ROWS:
         return parallel.BLOCKED
     return parallel.TILED
-
-
-cdef bint holds_blas(int plan, Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out) noexcept nogil:
-    """Whether SciPy's BLAS is held at one thread for a call: always while
-    fastlinear's threads call it, and on the calling thread alone from the size
-    where OpenBLAS would start threads of its own (2**18 multiply-adds), for a
-    serial plan the planner chose there.  Below it, the hold's microseconds are
-    saved; an optional backend is loaded single-threaded and needs none."""
-    if parallel.plan_backend(plan) != SCIPY_BLAS:
-        return False
-    return (parallel.plan_path(plan) != parallel.SERIAL
-            or <double>N * M_in * M_out >= SERIAL_WORK)
 
 
 cdef class Problem:

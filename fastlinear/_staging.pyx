@@ -4,21 +4,12 @@
 A layout BLAS cannot read in place costs exactly one copy; an output buffer
 the kernels cannot write in place gets the result copied back.
 """
-import math
-
 import numpy as np
 cimport numpy as cnp
 
 from fastlinear._blas cimport layout
 
 cnp.import_array()
-
-
-cdef Py_ssize_t rows_of(a) except -1:
-    """N: the product of all but the last dimension."""
-    if cnp.PyArray_NDIM(<cnp.ndarray>a) == 2:
-        return cnp.PyArray_DIM(<cnp.ndarray>a, 0)
-    return math.prod(a.shape[:-1])  # raises OverflowError past 2**63
 
 
 cdef as_rows(a, Py_ssize_t N, Py_ssize_t M):
