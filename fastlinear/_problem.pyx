@@ -54,8 +54,8 @@ cdef double work(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out) noexcept nogil
 
 cdef int builtin_path(Py_ssize_t N, Py_ssize_t M_in, Py_ssize_t M_out) noexcept nogil:
     """SERIAL: on the calling thread.  BLOCKED: threads over cache-sized row
-    blocks, the backward fused per block.  TILED: threads over the tasks of
-    each product."""
+    blocks, the backward's products done block by block.  TILED: threads over
+    the tasks of each product."""
     if work(N, M_in, M_out) < SERIAL_WORK:
         return parallel.SERIAL
     if <double>M_in * M_out <= NARROW_WEIGHTS and N >= NARROW_ROWS:
