@@ -268,3 +268,25 @@ def test_non_native_byte_order():
     y = linear_forward(x.astype(">f8"), W, b)
     assert y.dtype == F64
     assert_close(y, x @ W + b, F64, 3)
+
+
+def test_each_gradient_buffer_is_checked_against_its_own_gradient():
+    """A dx= buffer is refused where dx is not computed (need_dx=False, dW computed),
+    and taken where dx is computed but dW is not; nothing is written when refused."""
+    x, W, b, dy = arrays()
+    _, rdx, rdW, rdb = reference(x, W, b, dy)
+    dx = np.full((4, 3), 7.0)
+    with pytest.raises(ValueError, match="a dx buffer was given but dx is not computed"):
+        linear_backward(x, W, dy, need_dx=False, dx=dx)
+    np.testing.assert_array_equal(dx, 7.0)
+    dW = np.full((3, 2), 7.0)
+    with pytest.raises(ValueError, match="a dW buffer was given but dW is not computed"):
+        linear_backward(x, W, dy, need_dW=False, dW=dW)
+    np.testing.assert_array_equal(dW, 7.0)
+    g = linear_backward(x, W, dy, need_dW=False, dx=dx)
+    assert g.dx is dx and g.dW is None
+    assert_close(dx, rdx, F64, 2)
+    assert_close(g.db, rdb, F64, 4)
+    g = linear_backward(x, W, dy, need_dx=False, dW=dW)
+    assert g.dx is None and g.dW is dW
+    assert_close(dW, rdW, F64, 4)
