@@ -8,7 +8,7 @@ import pytest
 from _helpers import assert_close, make, reference
 
 import fastlinear
-from fastlinear import _planfile, _plans
+from fastlinear import _backends, _planfile, _plans
 from fastlinear import linear_backward
 from fastlinear._parallel import PATHS, make_plan
 from fastlinear._problem import KINDS, Problem
@@ -68,3 +68,30 @@ def test_two_N_buckets_of_one_shape_get_their_own_plans(plan_file, rng, order):
         for got, expected in zip(backward(x, W, dy), want):
             np.testing.assert_array_equal(got, expected, err_msg=f"N = {N}")
     assert _plans.planner.summary()["plans"] == 2  # both read from the file
+
+
+def _problem_arrays(rng, N):
+    return make(rng, (N, M_IN), np.float64), make(rng, (M_IN, M_OUT), np.float64), \
+        make(rng, (N, M_OUT), np.float64)
+
+
+def test_set_blas_chooses_the_plans_again(plan_file, rng):
+    """After set_blas, plans are chosen again: a plan file rewritten since is read
+    anew, and calls have the bits of its new plan."""
+    N = N_SMALL
+    x, W, dy = _problem_arrays(rng, N)
+    _, rdx, rdW, rdb = reference(x, W, None, dy)
+    by_plan = {plan: backward(x, W, dy, plan) for plan in (BLOCKED, TILED)}
+    assert not np.array_equal(by_plan[BLOCKED].dW, by_plan[TILED].dW), \
+        "the two plans must differ in their bits"
+    key = ("b11", "float64", N, M_IN, M_OUT)
+    write_plan_file(plan_file, {key: BLOCKED})
+    fastlinear.set_planning("file", plan_file)
+    for got, expected in zip(backward(x, W, dy), by_plan[BLOCKED]):
+        np.testing.assert_array_equal(got, expected)
+    write_plan_file(plan_file, {key: TILED})
+    fastlinear.set_blas(_backends.backends.choice)  # the same choice: only the plans change
+    for got, expected, ref, k in zip(backward(x, W, dy), by_plan[TILED], (rdx, rdW, rdb),
+                                     (M_OUT, N, N)):
+        assert_close(got, ref, np.float64, k)
+        np.testing.assert_array_equal(got, expected)
