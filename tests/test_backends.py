@@ -254,3 +254,32 @@ def test_a_call_without_products_has_one_backend():
     """db alone calls no BLAS: choosing its backend would measure noise."""
     plans = _plans.candidates(planner_problem("b00", 4096, 1024, 1024))
     assert {plan_fields(p)[3] for p in plans} == {_backends.backends.default()}
+
+
+def test_auto_looks_for_every_optional_backend(tmp_path):
+    """Under "auto" every optional backend is looked for: with a library that does
+    not load for each, each is a warning and listed as missing, and SciPy's BLAS
+    computes the products."""
+    garbage = tmp_path / "libnot_a_blas.so.2"
+    garbage.write_bytes(b"\x7fELF not really")
+    out = run_script(f"""
+        import json, warnings, numpy as np, fastlinear
+        from fastlinear import _backends
+        _backends._library = lambda name: {str(garbage)!r}
+        fastlinear.set_planning("off")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fastlinear.set_blas("auto")
+            found = sorted(_backends.backends.found())
+            y = fastlinear.linear_forward(np.arange(12.0).reshape(3, 4), np.ones((4, 2)))
+        print(json.dumps({{"found": found, "missing": sorted(_backends.backends.missing),
+                          "sum": float(y.sum()),
+                          "warnings": [str(w.message) for w in caught]}}))
+    """)
+    report = json.loads(out.splitlines()[-1])
+    assert report["found"] == ["scipy"]
+    assert report["missing"] == sorted(_backends.OPTIONAL)
+    assert report["sum"] == 132.0
+    for name in _backends.OPTIONAL:
+        label = _backends.BACKENDS[name].label
+        assert any(f"not using {label}" in w for w in report["warnings"]), report["warnings"]
