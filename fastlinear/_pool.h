@@ -106,6 +106,7 @@ static int fl_alone = 0;              /* jobs left to run on the caller alone */
 static int fl_judged = 0;             /* jobs judged in the current window */
 static int fl_strikes = 0;            /* losses since the last win */
 static int fl_adaptive = 1;           /* whether jobs are judged at all */
+static int fl_judging = 0;            /* whether the current job is (its helpers time their tasks) */
 static int64_t fl_caller_cpu = 0;     /* the caller's CPU ns working on them */
 static int64_t fl_caller_wall = 0;    /* and wall-clock ns */
 static int fl_alone_next = FL_ALONE_MIN;  /* how many after the next job that lost */
@@ -141,23 +142,26 @@ static int64_t fl_thread_cpu_ns(void)
 }
 
 /* Claim and run tasks of job `generation` until none is left; the number run.
- * A helper (`helper` nonzero) adds each task's CPU time to fl_helper_cpu, and
- * its end to fl_helper_end, before it counts the task done, so the caller
- * reads all of it. */
-static Py_ssize_t fl_work(unsigned generation, fl_task fn, void *arg, Py_ssize_t n, int helper)
+ * A helper of a judged job (`timed` nonzero) adds the CPU time up to each
+ * task's end to fl_helper_cpu, and that end to fl_helper_end, before it counts
+ * the task done, so the caller reads all of it.  One reading of each clock per
+ * task: the CPU clock is a system call (about 0.2 us where measured). */
+static Py_ssize_t fl_work(unsigned generation, fl_task fn, void *arg, Py_ssize_t n, int timed)
 {
     Py_ssize_t ran = 0;
+    int64_t cpu = timed ? fl_thread_cpu_ns() : 0;
     for (;;) {
         uint64_t claim = atomic_load(&fl_claim);
         if ((unsigned)(claim >> 32) != generation || (Py_ssize_t)(claim & 0xffffffffu) >= n)
             return ran;
         if (atomic_compare_exchange_weak(&fl_claim, &claim, claim + 1)) {
-            int64_t cpu = helper ? fl_thread_cpu_ns() : 0;
             ran++;
             fn((Py_ssize_t)(claim & 0xffffffffu), arg);
-            if (helper) {
+            if (timed) {
                 long long end = fl_now_ns(), last = atomic_load(&fl_helper_end);
-                atomic_fetch_add(&fl_helper_cpu, fl_thread_cpu_ns() - cpu);
+                int64_t now = fl_thread_cpu_ns();
+                atomic_fetch_add(&fl_helper_cpu, now - cpu);
+                cpu = now;
                 while (last < end && !atomic_compare_exchange_weak(&fl_helper_end, &last, end))
                     ;
             }
@@ -179,7 +183,7 @@ static void *fl_helper(void *unused)
         fl_task fn;
         void *arg;
         Py_ssize_t n;
-        int spin, join;
+        int spin, join, timed;
         int64_t until = fl_now_ns() + FL_SPIN_NS;
         for (spin = 1; atomic_load(&fl_generation) == seen; spin++) {
             fl_pause();
@@ -197,11 +201,12 @@ static void *fl_helper(void *unused)
         arg = fl_arg;
         n = fl_n;
         join = fl_seats-- > 0;
-        if (join && fl_arrival == 0)
+        timed = join && fl_judging;
+        if (timed && fl_arrival == 0)
             fl_arrival = fl_now_ns();
         pthread_mutex_unlock(&fl_lock);
         if (join)
-            fl_work(generation, fn, arg, n, 1);
+            fl_work(generation, fn, arg, n, timed);
     }
     return NULL;
 }
@@ -210,8 +215,8 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
 {
     unsigned generation;
     Py_ssize_t t, ran;
-    int64_t finished, waited, cpu, wall;
-    int lost;
+    int64_t finished = 0, waited, cpu = 0, wall = 0;
+    int lost, judged;
     int polling = 1;
     int wanted = threads - 1 < FL_MAX_HELPERS ? threads - 1 : FL_MAX_HELPERS;
     if (wanted > n - 1)
@@ -258,21 +263,26 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
         polling = 0;
         pthread_cond_broadcast(&fl_wake);
     }
-    polling = polling && fl_adaptive;
+    /* Jobs are judged only where every helper was polling; the others read no clock. */
+    fl_judging = judged = polling && fl_adaptive;
     pthread_mutex_unlock(&fl_lock);
-    cpu = fl_thread_cpu_ns();
-    wall = fl_now_ns();
+    if (judged) {
+        cpu = fl_thread_cpu_ns();
+        wall = fl_now_ns();
+    }
     ran = fl_work(generation, fn, arg, n, 0);
-    finished = fl_now_ns();
-    wall = finished - wall;
-    cpu = fl_thread_cpu_ns() - cpu;
+    if (judged) {
+        finished = fl_now_ns();
+        wall = finished - wall;
+        cpu = fl_thread_cpu_ns() - cpu;
+    }
     /* Only tasks a helper has claimed are left: wait for them to finish. */
     for (t = 0; t < 100 * FL_SPIN_CHECK && atomic_load(&fl_done) < n; t++)
         fl_pause();
     pthread_mutex_lock(&fl_lock);
     while (atomic_load(&fl_done) < n)
         pthread_cond_wait(&fl_finished, &fl_lock);
-    if (polling && ran > 0) {
+    if (judged && ran > 0) {
         /* Up to the helpers' last task's end, not the caller's wake-up. */
         waited = ran < n ? atomic_load(&fl_helper_end) - finished : 0;
         lost = waited > atomic_load(&fl_helper_cpu)
