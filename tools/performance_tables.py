@@ -144,12 +144,15 @@ def blas_table(rows, fmt):
 
 
 def plans_table(rows, data, fmt):
+    """Confirmed ratios, and, where recorded, how many the screening rounds alone put over 5%."""
     ratios = [r["ratio"] for r in rows]
+    screened = [r["screen"] for r in rows if "screen" in r]
     return [["classes", "re-measured for", "stored ÷ best: median", "worst", "> 5% slower",
-             "> 10% slower"],
+             "> 10% slower", "> 5% slower in the screening rounds"],
             [str(len(ratios)), f"{data['factor']:g}× a first call's budget",
              fmt(statistics.median(ratios)), fmt(max(ratios)), str(sum(v > 1.05 for v in ratios)),
-             str(sum(v > 1.10 for v in ratios))]]
+             str(sum(v > 1.10 for v in ratios)),
+             str(sum(v > 1.05 for v in screened)) if screened else "–"]]
 
 
 def markdown(table):
