@@ -23,7 +23,7 @@ from setuptools.command.build_ext import build_ext
 # which is most of the time of a call on small arrays.  _testing gives the tests
 # entry points into the kernels' internals.
 MODULES = ["_blas", "_parallel", "_epilogue", "_gemm", "_colsum", "_forward", "_backward", "_problem",
-           "_checks", "_staging", "_api", "_optim", "_testing"]
+           "_checks", "_staging", "_api", "_optim", "_softmax", "_testing"]
 # The C code each module compiles from headers, so that a changed header rebuilds it
 # (setuptools compares only the sources otherwise).  Other modules include
 # _activations.h for its enum alone.

@@ -23,7 +23,7 @@ from sklearn import neural_network
 from sklearn.neural_network._base import ACTIVATIONS, DERIVATIVES, LOSS_FUNCTIONS
 from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOptimizer
 
-from . import _optim
+from . import _optim, _softmax
 from ._api import linear_backward, linear_forward
 from ._threads import get_num_threads
 from .optim import _adam_rate
@@ -117,12 +117,21 @@ def _layer_forward(x, W, b, name, fused, out):
     scipy.sparse's for a sparse x; f (scikit-learn's name) applied after otherwise."""
     if scipy.sparse.issparse(x):
         np.add(np.asarray(x @ W), b, out=out)
-        ACTIVATIONS[name](out)
+        _activate(name, out)
     else:
         linear_forward(x, W, b, activation=fused, out=out)
         if fused is None and name != "identity":
-            ACTIVATIONS[name](out)
+            _activate(name, out)
     return out
+
+
+def _activate(name, out):
+    """scikit-learn's activation ``name`` applied to ``out`` (a C-contiguous float32 or
+    float64 buffer of this module) in place; softmax in one pass per row."""
+    if name == "softmax":
+        _softmax.softmax(out, get_num_threads())
+    else:
+        ACTIVATIONS[name](out)
 
 
 class _FastlinearMLP:
