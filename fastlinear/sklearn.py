@@ -197,31 +197,44 @@ class _FastlinearMLP:
             X = activations[0] = X.astype(dtype)
         n_samples = X.shape[0]
         layers = self._layers()
+        last = len(layers) - 1
+        # Softmax cross-entropy (multiclass): the output's softmax, the loss and delta
+        # in one pass after the last product.
+        fused_loss = (self.out_activation_ == "softmax" and self.loss == "log_loss"
+                      and isinstance(y, np.ndarray) and (y.dtype == bool or y.dtype == dtype)
+                      and y.flags.c_contiguous)
 
         for i, (W, b, name, fused) in enumerate(layers):
+            if i == last and fused_loss:
+                name = "identity"
             activations[i + 1] = _layer_forward(
                 activations[i], W, b, name, fused,
                 _buffer(activations[i + 1], (n_samples, W.shape[1]), dtype))
 
-        loss_name = self.loss
-        if loss_name == "log_loss" and self.out_activation_ == "logistic":
-            loss_name = "binary_log_loss"
-        if sample_weight is None:
-            loss = LOSS_FUNCTIONS[loss_name](y, activations[-1])
-            sw_sum = n_samples
-        else:
-            loss = LOSS_FUNCTIONS[loss_name](y, activations[-1], sample_weight)
-            sw_sum = sample_weight.sum()
         # delta = d loss / dz of the output (its activation is the loss's canonical
         # link), scaled by 1 / sw_sum here so that every product below comes out scaled.
-        last = len(layers) - 1
-        delta = _buffer(deltas[last], activations[-1].shape, dtype)
-        np.subtract(activations[-1], y, out=delta)
-        if sample_weight is None:
-            delta *= 1.0 / sw_sum
+        sw_sum = n_samples if sample_weight is None else sample_weight.sum()
+        scales = (None if sample_weight is None
+                  else (sample_weight / sw_sum).astype(dtype, copy=False))
+        delta = deltas[last] = _buffer(deltas[last], activations[-1].shape, dtype)
+        if fused_loss:
+            row_loss = np.empty(n_samples)
+            _softmax.softmax_loss(activations[-1], y, delta, scales, 1.0 / sw_sum, row_loss,
+                                  get_num_threads())
+            # In the dtype, as scikit-learn's log_loss returns it.
+            loss = dtype.type(row_loss.sum() / n_samples if sample_weight is None
+                              else np.average(row_loss, weights=sample_weight))
         else:
-            delta *= (sample_weight / sw_sum).astype(dtype, copy=False).reshape(-1, 1)
-        deltas[last] = delta
+            loss_name = self.loss
+            if loss_name == "log_loss" and self.out_activation_ == "logistic":
+                loss_name = "binary_log_loss"
+            loss = LOSS_FUNCTIONS[loss_name](y, activations[-1], *(
+                () if sample_weight is None else (sample_weight,)))
+            np.subtract(activations[-1], y, out=delta)
+            if sample_weight is None:
+                delta *= 1.0 / sw_sum
+            else:
+                delta *= scales.reshape(-1, 1)
 
         for i in range(last, -1, -1):
             W, b, name, fused = layers[i]

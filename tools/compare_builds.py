@@ -1,7 +1,7 @@
 """Two builds of fastlinear timed side by side in one run, to check a change leaves speed alone.
 
     python tools/compare_builds.py --before venvA/bin/python --after venvB/bin/python \\
-        [--rounds R] [--plans measure|off] [--json out.json] [--quick-smoke]
+        [--rounds R] [--plans measure|off|file] [--plan-file F] [--json out.json] [--quick-smoke]
 
 Each interpreter has one build of fastlinear installed (non-editable).  Cases: fastlinear's
 part of every ``bench/bench.py --quick`` case (bench.Case.fastlinear: forward + backward
@@ -27,7 +27,10 @@ within a round (drift cancels), and in how many rounds "after" was the slower.  
 ``--plans measure`` (the default) gives each worker a fresh plan file of its own
 (FASTLINEAR_PLAN_FILE), so each measures its plans during warm-up, as a fresh install
 would; plans the two measured differently are listed, as noise there shows as a
-difference.  ``--plans off`` runs the built-in plans in both.  Results also go to a JSON
+difference.  ``--plans off`` runs the built-in plans in both; ``--plans file`` gives both
+a copy of one plan file (--plan-file, read only: FASTLINEAR_PLANS=file), so that both
+run the same plans, thread pool included, where measuring would choose by noise.
+Results also go to a JSON
 file (--json; default bench/results/compare-<time>.json).  ``--quick-smoke`` shrinks
 every sample: it checks that the script runs and measures nothing.  A run takes about
 3 minutes on 2 cores.
@@ -176,7 +179,9 @@ def start_workers(args, tmp, warmup, workers):
         env = {k: v for k, v in os.environ.items()
                if k not in ("PYTHONPATH", "FASTLINEAR_PLAN_FILE", "FASTLINEAR_PLANS")}
         env["FASTLINEAR_PLANS"] = args.plans
-        if args.plans == "measure":  # kept across process pairs, so each build keeps its plans
+        if args.plans == "file" and not os.path.exists(os.path.join(tmp, f"plans-{label}.json")):
+            shutil.copyfile(args.plan_file, os.path.join(tmp, f"plans-{label}.json"))
+        if args.plans != "off":  # kept across process pairs, so each build keeps its plans
             env["FASTLINEAR_PLAN_FILE"] = os.path.join(tmp, f"plans-{label}.json")
         workers[label] = Worker(python, env, tmp, warmup)
         info[label] = workers[label].ask()  # one sets up (and plans) while the other waits
@@ -191,8 +196,8 @@ def report_header(args, info):
               "rounds": args.rounds, "processes": args.processes,
               "quick_smoke": args.quick_smoke, "builds": builds}
     print(f"CPU: {header['cpu']}, {header['cpus']} CPUs; plans: {args.plans}"
-          + (" (each build its own fresh plan file)" if args.plans == "measure" else
-             " (built-in plans)") + f"; {args.rounds} rounds per case over {args.processes} "
+          + {"measure": " (each build its own fresh plan file)", "off": " (built-in plans)",
+             "file": f" (both read {args.plan_file})"}[args.plans] + f"; {args.rounds} rounds per case over {args.processes} "
           "process pairs" + ("; --quick-smoke: figures mean nothing" if args.quick_smoke else ""))
     for label, i in builds.items():
         print(f"{label:>6}: fastlinear {i['fastlinear']} (build {i['build_digest']}) "
@@ -208,8 +213,10 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=15, help="rounds per case (default 15)")
     ap.add_argument("--processes", type=int, default=3,
                     help="fresh worker pairs the rounds are shared among (default 3)")
-    ap.add_argument("--plans", choices=("measure", "off"), default="measure",
-                    help="measure (each build its own fresh plan file) or off (built-in plans)")
+    ap.add_argument("--plans", choices=("measure", "off", "file"), default="measure",
+                    help="measure (each build its own fresh plan file), off (built-in plans) "
+                         "or file (both read --plan-file)")
+    ap.add_argument("--plan-file", help="with --plans file: the plan file both builds read")
     ap.add_argument("--tolerance", type=float, default=0.03,
                     help="flag a benchmark case whose after/before is outside 1 +- this")
     ap.add_argument("--settle", type=float, default=0.12,
@@ -218,6 +225,8 @@ def main(argv=None):
     ap.add_argument("--quick-smoke", action="store_true",
                     help="tiny samples: checks that the script runs, measures nothing")
     args = ap.parse_args(argv)
+    if (args.plans == "file") != (args.plan_file is not None):
+        ap.error("--plan-file goes with --plans file, and only with it")
     target, samples, warmup = (0.002, 1, 0.005) if args.quick_smoke else (0.02, SAMPLES, 0.2)
     tmp = tempfile.mkdtemp(prefix="compare_builds-")
     workers, info, times, cmds = {}, {}, {}, {}
