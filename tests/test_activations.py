@@ -322,6 +322,28 @@ def test_errors(rng):
     np.testing.assert_array_equal(dx, 0)  # nothing written before the error
 
 
+@pytest.mark.parametrize("name", [None] + ACTIVATIONS)
+@pytest.mark.parametrize("give_y, give_z", [(False, False), (True, False), (False, True),
+                                            (True, True)])
+def test_backward_takes_exactly_the_saved_array_of_its_activation(rng, name, give_y, give_z):
+    """No activation takes neither y= nor z=; GELU takes z= alone, the others y= alone.
+    Every other combination is refused before anything is written."""
+    x, W, dy = make(rng, (6, 4), np.float64), make(rng, (4, 3), np.float64), make(rng, (6, 3), np.float64)
+    z = np.empty((6, 3))
+    y = linear_forward(x, W, activation=name, z=z)
+    wants = (False, False) if name is None else (False, True) if name.startswith("gelu") else (True, False)
+    dx = np.zeros((6, 4))
+    call = lambda: linear_backward(x, W, dy, activation=name, y=y if give_y else None,  # noqa: E731
+                                   z=z if give_z else None, dx=dx)
+    if (give_y, give_z) == wants:
+        call()
+        assert not np.all(dx == 0)
+    else:
+        with pytest.raises(ValueError, match="takes f' from"):
+            call()
+        np.testing.assert_array_equal(dx, 0)
+
+
 def test_z_receives_the_pre_activation(rng):
     x, W, b = make(rng, (9, 5), np.float32), make(rng, (5, 4), np.float32), make(rng, 4, np.float32)
     z = np.empty((4, 9), np.float32).T  # not C-contiguous: written through a copy

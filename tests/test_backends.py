@@ -229,6 +229,24 @@ def test_choosing_a_backend_checks_its_name(tmp_path):
     assert proc.stdout.strip() == "auto" and "FASTLINEAR_BLAS" in proc.stderr
 
 
+@pytest.mark.parametrize("name, choices", [("FASTLINEAR_BLAS", ("auto", "scipy", "mkl")),
+                                           ("FASTLINEAR_PLANS", ("measure", "file", "off"))])
+def test_settings_from_the_environment_ignore_case_and_spaces(monkeypatch, recwarn, name, choices):
+    """Each choice however it is capitalised or padded; unset or empty gives the default;
+    anything else the default, with one warning naming the variable."""
+    for value, expected in [(choices[1].upper(), choices[1]), (f" {choices[2].title()}\t", choices[2]),
+                            ("", choices[0])]:
+        monkeypatch.setenv(name, value)
+        assert _backends.env_choice(name, choices) == expected
+    monkeypatch.delenv(name)
+    assert _backends.env_choice(name, choices) == choices[0]
+    assert not [w for w in recwarn if name in str(w.message)]
+    monkeypatch.setenv(name, "fastest-of-all")
+    monkeypatch.setattr(fastlinear._warn, "_given", set())  # as in a fresh process
+    with pytest.warns(RuntimeWarning, match=name):
+        assert _backends.env_choice(name, choices) == choices[0]
+
+
 def test_a_plan_for_a_backend_not_loaded_is_refused(rng):
     x, W = make(rng, (4, 3), np.float64), make(rng, (3, 2), np.float64)
     unused = 3  # a slot no backend registers
