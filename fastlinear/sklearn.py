@@ -134,29 +134,6 @@ def _activate(name, out):
         ACTIVATIONS[name](out)
 
 
-# A block of rows goes through every layer before the next block: its widest layer's
-# output takes at most this many bytes, so that the next layer reads it back from cache,
-# where the activations of all rows would go to memory and back.  1 MiB is below the
-# last-level cache of any CPU in use, and leaves a product hundreds of rows.
-_BLOCK_BYTES = 1 << 20
-
-
-def _forward_in_blocks(X, layers):
-    """The network's output for the rows of X (C- or F-ordered), in blocks of rows, each
-    block's activations in buffers reused by the next block."""
-    n, last = X.shape[0], len(layers) - 1
-    dtype = X.dtype
-    rows = max(1, _BLOCK_BYTES // (dtype.itemsize * max(W.shape[1] for W, *_ in layers)))
-    out = np.empty((n, layers[-1][0].shape[1]), dtype)
-    hidden = [np.empty((min(rows, n), W.shape[1]), dtype) for W, *_ in layers[:-1]]
-    for start in range(0, n, rows):
-        a = X[start:start + rows]
-        for i, (W, b, name, fused) in enumerate(layers):
-            target = out[start:start + rows] if i == last else hidden[i][:a.shape[0]]
-            a = _layer_forward(a, W, b, name, fused, target)
-    return out
-
-
 class _FastlinearMLP:
     """The algebra of scikit-learn's ``BaseMultilayerPerceptron`` on fastlinear:
     ``_forward_pass_fast`` (prediction), ``_backprop`` (loss and gradients of a batch)
@@ -198,14 +175,11 @@ class _FastlinearMLP:
             # float16 or long double: scikit-learn's products, in that dtype (validating
             # again, as scikit-learn < 1.6 has no check_input).
             return super()._forward_pass_fast(X)
-        layers = [(W.astype(dtype, copy=False), b.astype(dtype, copy=False), name, fused)
-                  for W, b, name, fused in self._layers()]
-        if scipy.sparse.issparse(X):
-            a = X
-            for W, b, name, fused in layers:
-                a = _layer_forward(a, W, b, name, fused, np.empty((a.shape[0], W.shape[1]), dtype))
-            return a
-        return _forward_in_blocks(np.asarray(X, dtype), layers)
+        a = X if scipy.sparse.issparse(X) else np.asarray(X, dtype)
+        for W, b, name, fused in self._layers():
+            W, b = W.astype(dtype, copy=False), b.astype(dtype, copy=False)
+            a = _layer_forward(a, W, b, name, fused, np.empty((a.shape[0], W.shape[1]), dtype))
+        return a
 
     def _backprop(self, X, y, *args):
         # scikit-learn >= 1.7 passes sample_weight after y; older releases have none.

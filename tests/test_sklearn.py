@@ -373,21 +373,3 @@ def test_weights_in_a_dtype_fastlinear_does_not_take(rng, dtype):
     for model in models:
         model.partial_fit(X, y)
     _assert_same_fit(theirs, ours, rtol=1e-3 if dtype == np.float16 else 1e-9)
-
-
-@pytest.mark.parametrize("order", ["C", "F"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("kind, target", [("classifier", "multiclass"), ("classifier", "binary"),
-                                          ("regressor", "squared_error")])
-def test_prediction_of_many_rows_in_blocks(rng, kind, target, dtype, order):
-    """Rows enough for two whole blocks of the prediction and a partial one: the same
-    output as scikit-learn's own forward pass (its class's method) with the same weights."""
-    X, y = _data(kind, target, rng, dtype=dtype)
-    ours = PAIRS[kind][1](hidden_layer_sizes=(40, 30), max_iter=5, random_state=0).fit(X, y)
-    rows = fl_sklearn._BLOCK_BYTES // (np.dtype(dtype).itemsize * 40)
-    X_many = np.asarray(rng.standard_normal((2 * rows + 7, X.shape[1])), dtype, order=order)
-    expected = PAIRS[kind][0]._forward_pass_fast(ours, X_many)
-    got = ours._forward_pass_fast(X_many)
-    assert got.dtype == expected.dtype and got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=50 * np.finfo(dtype).eps,
-                               atol=50 * np.finfo(dtype).eps)
