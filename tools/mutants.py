@@ -64,6 +64,7 @@ PLANNER_TESTS = ("tests/test_plan_file_cases.py", "tests/test_planner_rounds.py"
 POOL_TESTS = ("tests/test_pool_adaptation.py", "tests/test_threads.py")
 STEP_TESTS = ("tests/test_step.py",)
 SKLEARN_TESTS = ("tests/test_sklearn.py",)
+SOFTMAX_TESTS = ("tests/test_softmax.py", "tests/test_sklearn.py")
 TESTS_OF = {"fastlinear/dask.py": ("tests/test_dask.py",),
             **{f"fastlinear/{k}.pyx": MATH_FIRST
                for k in ("_blas", "_colsum", "_gemm", "_forward", "_backward")}}
@@ -267,7 +268,7 @@ MUTANTS = [
        "fl_alone_next < FL_ALONE_MAX / 4 ? 4 * fl_alone_next",
        "fl_alone_next < FL_ALONE_MAX ? 4 * fl_alone_next", tests=POOL_TESTS),
     _m("pool-judged-while-planning", "_pool.h", "fl_parallel_for",
-       "    polling = polling && fl_adaptive;\n", "", tests=POOL_TESTS),
+       "judged = polling && fl_adaptive;", "judged = polling;", tests=POOL_TESTS),
     # Optimizer steps (fastlinear.optim).
     _m("adam-first-moment-rate", "_optim.pyx", "_adam",
        "m[i] = beta1 * m[i] + c1 * g", "m[i] = beta1 * m[i] + c2 * g", tests=OPTIM_TESTS),
@@ -300,7 +301,7 @@ MUTANTS = [
     _m("sklearn-adam-step-count", "sklearn.py", "_OnePassOptimizer.update_params",
        "            inner.t += 1\n", "", tests=SKLEARN_TESTS),
     _m("sklearn-sample-weight-sum", "sklearn.py", "_FastlinearMLP._backprop",
-       "delta *= (sample_weight / sw_sum)", "delta *= (sample_weight / n_samples)",
+       "(sample_weight / sw_sum)", "(sample_weight / n_samples)",
        tests=SKLEARN_TESTS),
     _m("sklearn-sparse-derivative", "sklearn.py", "_FastlinearMLP._backprop",
        "if i < last:", "if False:", tests=SKLEARN_TESTS),
@@ -360,6 +361,18 @@ MUTANTS = [
        "if dy.chunks[0] != x.chunks[0]:", "if False:"),
     _m("dask-column-chunks-kept", "dask.py", "_rows",
        "a if a.numblocks[1] == 1 else a.rechunk({1: -1})", "a"),
+    # Input checks and settings that fresh bugs got past before their tests existed.
+    _m("saved-array-extra-accepted", "_checks.pyx", "check_saved",
+       "or (y if gelu else z) is not None ", "", tests=ACTIVATION_TESTS),
+    _m("env-choice-case-sensitive", "_backends.py", "env_choice",
+       ".strip().lower() or", ".strip() or", tests=("tests/test_backends.py",)),
+    # The classifier's output softmax and loss (_softmax.pyx).
+    _m("softmax-loss-clip-low", "_softmax.pyx", "_softmax_loss",
+       "if clipped < eps:", "if clipped < 0:", tests=SOFTMAX_TESTS),
+    _m("softmax-loss-zero-target-nan", "_softmax.pyx", "_softmax_loss",
+       "if target != 0 or clipped != clipped:", "if target != 0:", tests=SOFTMAX_TESTS),
+    _m("softmax-sum-uncompensated", "_softmax.pyx", "_softmax_row",
+       "    total += lost\n", "", tests=SOFTMAX_TESTS),
 ]
 
 
