@@ -107,7 +107,8 @@ cdef void _softmax_loss(Py_ssize_t t, void* arg, const floating* tag) noexcept n
 
 cdef void _rows_for(Rows* rows, bint is_double, int num_threads,
                     void (*as_float)(Py_ssize_t, void*, const float*) noexcept nogil,
-                    void (*as_double)(Py_ssize_t, void*, const double*) noexcept nogil) noexcept nogil:
+                    void (*as_double)(Py_ssize_t, void*, const double*) noexcept nogil
+                    ) noexcept nogil:
     """A float32 or float64 row body over every row of ``rows``, in tasks of whole rows."""
     if rows.n == 0:
         return

@@ -181,6 +181,32 @@ class _FastlinearMLP:
             a = _layer_forward(a, W, b, name, fused, np.empty((a.shape[0], W.shape[1]), dtype))
         return a
 
+    def _output_loss(self, y, sample_weight, sw_sum, p, delta, fused_loss):
+        """The batch's loss before the L2 term, and into ``delta`` d loss / dz of the
+        output (its activation is the loss's canonical link) scaled by 1 / sw_sum, so
+        that every product of the backward comes out scaled; with ``fused_loss``, ``p``
+        holds the output's logits and gets their softmax in the same pass."""
+        dtype = p.dtype
+        scales = (None if sample_weight is None
+                  else (sample_weight / sw_sum).astype(dtype, copy=False))
+        if fused_loss:
+            row_loss = np.empty(p.shape[0])
+            _softmax.softmax_loss(p, y, delta, scales, 1.0 / sw_sum, row_loss, get_num_threads())
+            # In the dtype, as scikit-learn's log_loss returns it.
+            return dtype.type(row_loss.sum() / p.shape[0] if sample_weight is None
+                              else np.average(row_loss, weights=sample_weight))
+        loss_name = self.loss
+        if loss_name == "log_loss" and self.out_activation_ == "logistic":
+            loss_name = "binary_log_loss"
+        weights = () if sample_weight is None else (sample_weight,)
+        loss = LOSS_FUNCTIONS[loss_name](y, p, *weights)
+        np.subtract(p, y, out=delta)
+        if sample_weight is None:
+            delta *= 1.0 / sw_sum
+        else:
+            delta *= scales.reshape(-1, 1)
+        return loss
+
     def _backprop(self, X, y, *args):
         # scikit-learn >= 1.7 passes sample_weight after y; older releases have none.
         sample_weight, activations, deltas, coef_grads, intercept_grads = (
@@ -211,30 +237,10 @@ class _FastlinearMLP:
                 activations[i], W, b, name, fused,
                 _buffer(activations[i + 1], (n_samples, W.shape[1]), dtype))
 
-        # delta = d loss / dz of the output (its activation is the loss's canonical
-        # link), scaled by 1 / sw_sum here so that every product below comes out scaled.
         sw_sum = n_samples if sample_weight is None else sample_weight.sum()
-        scales = (None if sample_weight is None
-                  else (sample_weight / sw_sum).astype(dtype, copy=False))
-        delta = deltas[last] = _buffer(deltas[last], activations[-1].shape, dtype)
-        if fused_loss:
-            row_loss = np.empty(n_samples)
-            _softmax.softmax_loss(activations[-1], y, delta, scales, 1.0 / sw_sum, row_loss,
-                                  get_num_threads())
-            # In the dtype, as scikit-learn's log_loss returns it.
-            loss = dtype.type(row_loss.sum() / n_samples if sample_weight is None
-                              else np.average(row_loss, weights=sample_weight))
-        else:
-            loss_name = self.loss
-            if loss_name == "log_loss" and self.out_activation_ == "logistic":
-                loss_name = "binary_log_loss"
-            loss = LOSS_FUNCTIONS[loss_name](y, activations[-1], *(
-                () if sample_weight is None else (sample_weight,)))
-            np.subtract(activations[-1], y, out=delta)
-            if sample_weight is None:
-                delta *= 1.0 / sw_sum
-            else:
-                delta *= scales.reshape(-1, 1)
+        deltas[last] = _buffer(deltas[last], activations[-1].shape, dtype)
+        loss = self._output_loss(y, sample_weight, sw_sum, activations[-1], deltas[last],
+                                 fused_loss)
 
         for i in range(last, -1, -1):
             W, b, name, fused = layers[i]

@@ -300,7 +300,7 @@ MUTANTS = [
        tests=SKLEARN_TESTS),
     _m("sklearn-adam-step-count", "sklearn.py", "_OnePassOptimizer.update_params",
        "            inner.t += 1\n", "", tests=SKLEARN_TESTS),
-    _m("sklearn-sample-weight-sum", "sklearn.py", "_FastlinearMLP._backprop",
+    _m("sklearn-sample-weight-sum", "sklearn.py", "_FastlinearMLP._output_loss",
        "(sample_weight / sw_sum)", "(sample_weight / n_samples)",
        tests=SKLEARN_TESTS),
     _m("sklearn-sparse-derivative", "sklearn.py", "_FastlinearMLP._backprop",
