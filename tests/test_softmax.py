@@ -33,12 +33,18 @@ def test_softmax_against_float64_math(rng, dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_large_values_do_not_overflow(dtype):
-    """The row's largest value is taken off before exp: no inf / inf."""
-    a = np.array([[1000, 999, 0], [-1000, -1001, -2000]], dtype)
+@pytest.mark.parametrize("width", [1, 2, 3, 8])
+def test_large_values_do_not_overflow(dtype, width):
+    """The row's largest value, wherever it is, is taken off before exp: no inf / inf."""
+    rows = []
+    for top in range(width):  # the largest at each place, the others far below it
+        row = np.linspace(-2000, -1000, width)
+        row[top] = 1000
+        rows += [row, row - 3000]
+    a = np.array(rows, dtype)
+    expected = _reference(np.array(rows))
     _softmax.softmax(a, 1)
-    np.testing.assert_allclose(a, _reference(np.array([[1000, 999, 0], [-1000, -1001, -2000]])),
-                               rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)
+    np.testing.assert_allclose(a, expected, rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -371,6 +371,8 @@ MUTANTS = [
        "if clipped < eps:", "if clipped < 0:", tests=SOFTMAX_TESTS),
     _m("softmax-loss-zero-target-nan", "_softmax.pyx", "_softmax_loss",
        "if target != 0 or clipped != clipped:", "if target != 0:", tests=SOFTMAX_TESTS),
+    _m("softmax-max-skips-last", "_softmax.pyx", "_softmax_row",
+       "for j in range(1, m):", "for j in range(1, m - 1):", tests=SOFTMAX_TESTS),
     _m("softmax-sum-uncompensated", "_softmax.pyx", "_softmax_row",
        "    total += lost\n", "", tests=SOFTMAX_TESTS),
 ]
