@@ -44,6 +44,22 @@ static void task(Py_ssize_t t, void *arg)
     atomic_fetch_sub(&active, 1);
 }
 
+static atomic_int helped;
+
+/* On the caller: waits until a task has run on another thread (1 s at most). */
+static void wait_for_help(Py_ssize_t t, void *arg)
+{
+    int64_t until = fl_now_ns() + 1000000000;
+    (void)t;
+    (void)arg;
+    if (!pthread_equal(pthread_self(), caller)) {
+        atomic_store(&helped, 1);
+        return;
+    }
+    while (!atomic_load(&helped) && fl_now_ns() < until)
+        nap(100000);
+}
+
 static void job(Py_ssize_t n, int threads, long nap_ns)
 {
     atomic_store(&peak, 0);
@@ -142,6 +158,20 @@ int main(int argc, char **argv)
         }
         fl_pool_adapt(1);
         CHECK(fl_alone == 0 && fl_strikes == 0 && fl_judged == 0);
+    } else if (!strcmp(what, "woken_helps")) {
+        /* Helpers woken from sleep (their jobs are not judged) still take tasks, with
+         * judgement on and off. */
+        int adapt;
+        job(4, 2, 0);  /* the helper started (a new one waits for the next job) */
+        for (adapt = 1; adapt >= 0; adapt--) {
+            fl_pool_adapt(adapt);
+            for (i = 0; i < 3; i++) {
+                nap(20000000);  /* past the helpers' polling: they sleep */
+                atomic_store(&helped, 0);
+                fl_parallel_for(4, 2, wait_for_help, NULL);
+                CHECK(atomic_load(&helped));
+            }
+        }
     } else if (!strcmp(what, "arrival")) {
         /* fl_arrival is when the first helper came for the current job: 0 until one
          * comes, never a time from a job before it. */
@@ -186,7 +216,7 @@ def pool_program(tmp_path_factory):
 
 
 @pytest.mark.parametrize("check", ["seats", "one_loss", "two_losses", "cap", "adapt_off",
-                                   "arrival"])
+                                   "arrival", "woken_helps"])
 def test_pool_adaptation(pool_program, check):
     proc = subprocess.run([pool_program, check], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and f"ok {check}" in proc.stdout, proc.stdout + proc.stderr

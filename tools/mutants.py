@@ -267,6 +267,8 @@ MUTANTS = [
     _m("pool-alone-past-max", "_pool.h", "fl_parallel_for",
        "fl_alone_next < FL_ALONE_MAX / 4 ? 4 * fl_alone_next",
        "fl_alone_next < FL_ALONE_MAX ? 4 * fl_alone_next", tests=POOL_TESTS),
+    _m("pool-woken-helper-idle", "_pool.h", "fl_helper",
+       "if (join)\n", "if (timed)\n", tests=POOL_TESTS),
     _m("pool-judged-while-planning", "_pool.h", "fl_parallel_for",
        "judged = polling && fl_adaptive;", "judged = polling;", tests=POOL_TESTS),
     # Optimizer steps (fastlinear.optim).
