@@ -44,6 +44,12 @@ static void task(Py_ssize_t t, void *arg)
     atomic_fetch_sub(&active, 1);
 }
 
+static void noop(Py_ssize_t t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
 static atomic_int helped;
 
 /* On the caller: waits until a task has run on another thread (1 s at most). */
@@ -172,6 +178,15 @@ int main(int argc, char **argv)
                 CHECK(atomic_load(&helped));
             }
         }
+    } else if (!strcmp(what, "woken_not_judged")) {
+        /* A job whose helpers were asleep is not judged: a woken helper comes late on
+         * any machine, so tasks the caller ran alone before it came are no loss. */
+        job(4, 2, 0);
+        for (i = 0; i < 6; i++) {
+            nap(20000000);  /* past the helpers' polling: they sleep */
+            fl_parallel_for(2, 2, noop, NULL);  /* done before a woken helper comes */
+            CHECK(fl_strikes == 0 && fl_alone == 0);
+        }
     } else if (!strcmp(what, "arrival")) {
         /* fl_arrival is when the first helper came for the current job: 0 until one
          * comes, never a time from a job before it. */
@@ -216,7 +231,7 @@ def pool_program(tmp_path_factory):
 
 
 @pytest.mark.parametrize("check", ["seats", "one_loss", "two_losses", "cap", "adapt_off",
-                                   "arrival", "woken_helps"])
+                                   "arrival", "woken_helps", "woken_not_judged"])
 def test_pool_adaptation(pool_program, check):
     proc = subprocess.run([pool_program, check], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and f"ok {check}" in proc.stdout, proc.stdout + proc.stderr

@@ -269,6 +269,8 @@ MUTANTS = [
        "fl_alone_next < FL_ALONE_MAX ? 4 * fl_alone_next", tests=POOL_TESTS),
     _m("pool-woken-helper-idle", "_pool.h", "fl_helper",
        "if (join)\n", "if (timed)\n", tests=POOL_TESTS),
+    _m("pool-woken-helpers-judged", "_pool.h", "fl_parallel_for",
+       "judged = polling && fl_adaptive;", "judged = fl_adaptive;", tests=POOL_TESTS),
     _m("pool-judged-while-planning", "_pool.h", "fl_parallel_for",
        "judged = polling && fl_adaptive;", "judged = polling;", tests=POOL_TESTS),
     # Optimizer steps (fastlinear.optim).
