@@ -70,15 +70,19 @@ static void fl_pool_adapt(int on) { (void)on; }
  * descheduled while it holds a task makes the caller wait.  So after two
  * losses in a row the next jobs run on the caller alone, with the helpers
  * asleep: FL_ALONE_MIN jobs at first, four times as many after each further
- * loss, up to FL_ALONE_MAX, half as many after a win.  A job lost if its
- * helpers' tasks ended later after the caller's than they took to compute
- * (what they would have added to the caller's time), or if no helper came
- * for a task before the caller had run them all; FL_WINDOW jobs lost together
- * if the caller ran less than FL_SHARE of the time it worked on them (another
- * runnable thread, a helper or not, shared its core).  Only jobs whose
- * helpers were all polling are judged: one woken from sleep is late on any
- * machine.  Counts of jobs and shares of time, not times: each job measures
- * for itself, on any CPU, whether sharing paid. */
+ * loss, up to FL_ALONE_MAX, half as many after a win.  A job is lost
+ *  - if its helpers' tasks ended later after the caller's than the caller
+ *    would have taken to run them at its own pace on that job (a helper was
+ *    descheduled while it held a task);
+ *  - if no helper came for a task before the caller had run them all;
+ *  - if it woke helpers that went to sleep crowded out: they had run less
+ *    than FL_SHARE of their poll (on a busy machine a helper descheduled
+ *    while it polls misses the next jobs and sleeps);
+ * and FL_WINDOW jobs are lost together if the caller ran less than FL_SHARE
+ * of the time it worked on them (another runnable thread shared its core).
+ * Other jobs whose helpers were asleep are not judged: one woken from sleep
+ * is late on any machine.  Counts of jobs and shares of time, not times: each
+ * job measures for itself, on any CPU, whether sharing paid. */
 #define FL_ALONE_MIN 16
 #define FL_ALONE_MAX 1024
 #define FL_WINDOW 8
@@ -99,14 +103,14 @@ static int fl_seats;                  /* helpers that may still join the job */
  * that wakes after its job ended can never take a task of the next one. */
 static _Atomic uint64_t fl_claim;
 static atomic_llong fl_done;          /* tasks of the current job finished */
-static atomic_llong fl_helper_cpu;    /* CPU ns the helpers spent on its tasks */
-static atomic_llong fl_helper_end;    /* when a helper last finished one of them */
+static atomic_llong fl_helper_end;    /* when a helper last finished one of its tasks */
 static int64_t fl_arrival;            /* when the first helper came for its tasks */
 static int fl_alone = 0;              /* jobs left to run on the caller alone */
 static int fl_judged = 0;             /* jobs judged in the current window */
 static int fl_strikes = 0;            /* losses since the last win */
 static int fl_adaptive = 1;           /* whether jobs are judged at all */
 static int fl_judging = 0;            /* whether the current job is (its helpers time their tasks) */
+static int fl_crowded = 0;            /* a helper ran less than FL_SHARE of its last poll */
 static int64_t fl_caller_cpu = 0;     /* the caller's CPU ns working on them */
 static int64_t fl_caller_wall = 0;    /* and wall-clock ns */
 static int fl_alone_next = FL_ALONE_MIN;  /* how many after the next job that lost */
@@ -142,26 +146,21 @@ static int64_t fl_thread_cpu_ns(void)
 }
 
 /* Claim and run tasks of job `generation` until none is left; the number run.
- * A helper of a judged job (`timed` nonzero) adds the CPU time up to each
- * task's end to fl_helper_cpu, and that end to fl_helper_end, before it counts
- * the task done, so the caller reads all of it.  One reading of each clock per
- * task: the CPU clock is a system call (about 0.2 us where measured). */
+ * A task is counted done only after the next claim was tried, so that a
+ * helper of a judged job (`timed` nonzero) can record when its last task
+ * ended in fl_helper_end before the caller may read it: one reading of the
+ * clock per helper and job, none per task. */
 static Py_ssize_t fl_work(unsigned generation, fl_task fn, void *arg, Py_ssize_t n, int timed)
 {
     Py_ssize_t ran = 0;
-    int64_t cpu = timed ? fl_thread_cpu_ns() : 0;
     for (;;) {
         uint64_t claim = atomic_load(&fl_claim);
-        if ((unsigned)(claim >> 32) != generation || (Py_ssize_t)(claim & 0xffffffffu) >= n)
-            return ran;
-        if (atomic_compare_exchange_weak(&fl_claim, &claim, claim + 1)) {
-            ran++;
-            fn((Py_ssize_t)(claim & 0xffffffffu), arg);
-            if (timed) {
+        int more = (unsigned)(claim >> 32) == generation && (Py_ssize_t)(claim & 0xffffffffu) < n;
+        if (more && !atomic_compare_exchange_weak(&fl_claim, &claim, claim + 1))
+            continue;
+        if (ran > 0) {
+            if (!more && timed) {
                 long long end = fl_now_ns(), last = atomic_load(&fl_helper_end);
-                int64_t now = fl_thread_cpu_ns();
-                atomic_fetch_add(&fl_helper_cpu, now - cpu);
-                cpu = now;
                 while (last < end && !atomic_compare_exchange_weak(&fl_helper_end, &last, end))
                     ;
             }
@@ -171,6 +170,10 @@ static Py_ssize_t fl_work(unsigned generation, fl_task fn, void *arg, Py_ssize_t
                 pthread_mutex_unlock(&fl_lock);
             }
         }
+        if (!more)
+            return ran;
+        ran++;
+        fn((Py_ssize_t)(claim & 0xffffffffu), arg);
     }
 }
 
@@ -183,14 +186,18 @@ static void *fl_helper(void *unused)
         fl_task fn;
         void *arg;
         Py_ssize_t n;
-        int spin, join, timed;
-        int64_t until = fl_now_ns() + FL_SPIN_NS;
+        int spin, join, timed, crowded = 0;
+        int64_t start = fl_now_ns(), cpu = fl_thread_cpu_ns(), now = start;
         for (spin = 1; atomic_load(&fl_generation) == seen; spin++) {
             fl_pause();
-            if (spin % FL_SPIN_CHECK == 0 && fl_now_ns() > until)
+            if (spin % FL_SPIN_CHECK == 0 && (now = fl_now_ns()) > start + FL_SPIN_NS) {
+                crowded = fl_thread_cpu_ns() - cpu < FL_SHARE * (now - start);
                 break;
+            }
         }
         pthread_mutex_lock(&fl_lock);
+        if (atomic_load(&fl_generation) == seen)
+            fl_crowded |= crowded && fl_adaptive;
         while (atomic_load(&fl_generation) == seen) {
             fl_sleeping++;
             pthread_cond_wait(&fl_wake, &fl_lock);
@@ -211,12 +218,27 @@ static void *fl_helper(void *unused)
     return NULL;
 }
 
+/* Count a judged job (under fl_lock): `lost` whether sharing it lost, `shared`
+ * whether a helper ran one of its tasks. */
+static void fl_verdict(int lost, int shared)
+{
+    /* One loss alone may be a stray interrupt: two in a row are load. */
+    fl_strikes = lost ? (fl_strikes < 2 ? fl_strikes + 1 : 2) : shared ? 0 : fl_strikes;
+    if (lost && fl_strikes >= 2) {
+        fl_alone = fl_alone_next;
+        fl_alone_next = fl_alone_next < FL_ALONE_MAX / 4 ? 4 * fl_alone_next : FL_ALONE_MAX;
+        fl_new_window();
+    } else if (!lost && shared && fl_alone_next > FL_ALONE_MIN) {
+        fl_alone_next /= 2;
+    }
+}
+
 static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
 {
     unsigned generation;
     Py_ssize_t t, ran;
     int64_t finished = 0, waited, cpu = 0, wall = 0;
-    int lost, judged;
+    int lost, judged, crowded = 0;
     int polling = 1;
     int wanted = threads - 1 < FL_MAX_HELPERS ? threads - 1 : FL_MAX_HELPERS;
     if (wanted > n - 1)
@@ -253,7 +275,6 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
     fl_arg = arg;
     fl_n = n;
     atomic_store(&fl_done, 0);
-    atomic_store(&fl_helper_cpu, 0);
     atomic_store(&fl_helper_end, 0);
     fl_arrival = 0;
     fl_seats = wanted;
@@ -261,6 +282,8 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
     atomic_store(&fl_generation, generation);
     if (fl_sleeping) {
         polling = 0;
+        crowded = fl_crowded;
+        fl_crowded = 0;
         pthread_cond_broadcast(&fl_wake);
     }
     /* Jobs are judged only where every helper was polling; the others read no clock. */
@@ -282,10 +305,12 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
     pthread_mutex_lock(&fl_lock);
     while (atomic_load(&fl_done) < n)
         pthread_cond_wait(&fl_finished, &fl_lock);
-    if (judged && ran > 0) {
+    if (crowded) {
+        fl_verdict(1, 0);  /* its helpers slept because they were crowded out */
+    } else if (judged && ran > 0) {
         /* Up to the helpers' last task's end, not the caller's wake-up. */
         waited = ran < n ? atomic_load(&fl_helper_end) - finished : 0;
-        lost = waited > atomic_load(&fl_helper_cpu)
+        lost = (double)waited * ran > (double)wall * (n - ran)
             || (ran == n && (fl_arrival == 0 || fl_arrival > finished));
         fl_caller_cpu += cpu;
         fl_caller_wall += wall;
@@ -293,15 +318,7 @@ static void fl_parallel_for(Py_ssize_t n, int threads, fl_task fn, void *arg)
             lost |= fl_caller_cpu < FL_SHARE * fl_caller_wall;
             fl_new_window();
         }
-        /* One loss alone may be a stray interrupt: two in a row are load. */
-        fl_strikes = lost ? (fl_strikes < 2 ? fl_strikes + 1 : 2) : ran < n ? 0 : fl_strikes;
-        if (lost && fl_strikes >= 2) {
-            fl_alone = fl_alone_next;
-            fl_alone_next = fl_alone_next < FL_ALONE_MAX / 4 ? 4 * fl_alone_next : FL_ALONE_MAX;
-            fl_new_window();
-        } else if (!lost && ran < n && fl_alone_next > FL_ALONE_MIN) {
-            fl_alone_next /= 2;
-        }
+        fl_verdict(lost, ran < n);
     }
     fl_busy = 0;
     pthread_mutex_unlock(&fl_lock);
@@ -314,7 +331,7 @@ static void fl_pool_adapt(int on)
 {
     pthread_mutex_lock(&fl_lock);
     fl_adaptive = on;
-    fl_alone = fl_strikes = 0;
+    fl_alone = fl_strikes = fl_crowded = 0;
     fl_new_window();
     pthread_mutex_unlock(&fl_lock);
 }
@@ -327,7 +344,7 @@ static void fl_pool_after_fork(void)
     fl_lock = lock;
     fl_wake = wake;
     fl_finished = finished;
-    fl_helpers = fl_sleeping = fl_busy = fl_alone = fl_strikes = 0;
+    fl_helpers = fl_sleeping = fl_busy = fl_alone = fl_strikes = fl_crowded = 0;
     fl_adaptive = 1;
     fl_alone_next = FL_ALONE_MIN;
     fl_new_window();

@@ -19,6 +19,7 @@ POOL = os.path.join(REPO, "fastlinear", "_pool.h")
 
 PROGRAM = r"""
 #include "_pool.h"
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,6 +32,12 @@ static void nap(long ns)
     nanosleep(&t, NULL);
 }
 
+static void note_off_caller(void)
+{
+    if (!pthread_equal(pthread_self(), caller))
+        atomic_fetch_add(&off_caller, 1);
+}
+
 /* Records how many tasks run at once, and how many ran off the calling thread. */
 static void task(Py_ssize_t t, void *arg)
 {
@@ -38,8 +45,7 @@ static void task(Py_ssize_t t, void *arg)
     (void)t;
     while (now > seen && !atomic_compare_exchange_weak(&peak, &seen, now))
         ;
-    if (!pthread_equal(pthread_self(), caller))
-        atomic_fetch_add(&off_caller, 1);
+    note_off_caller();
     nap(*(long *)arg);
     atomic_fetch_sub(&active, 1);
 }
@@ -73,6 +79,39 @@ static void job(Py_ssize_t n, int threads, long nap_ns)
     fl_parallel_for(n, threads, task, &nap_ns);
 }
 
+/* Naps arg[0] ns on the caller, arg[1] ns on a helper. */
+static void uneven(Py_ssize_t t, void *arg)
+{
+    (void)t;
+    note_off_caller();
+    nap(((long *)arg)[!pthread_equal(pthread_self(), caller)]);
+}
+
+/* Runs jobs of 4 tasks, `uneven` with these naps, one strike before each, until
+ * one is judged (its helper was polling) and a helper ran a task of it: the
+ * strikes it left (2: lost, 0: won), or -1 if none was in 200 tries. */
+static int timed_job(long caller_ns, long helper_ns)
+{
+    long naps[2] = {caller_ns, helper_ns};
+    int tries;
+    for (tries = 0; tries < 200; tries++) {
+        int judged;
+        pthread_mutex_lock(&fl_lock);
+        fl_alone = fl_judged = 0;
+        fl_strikes = 1;
+        pthread_mutex_unlock(&fl_lock);
+        atomic_store(&off_caller, 0);
+        fl_parallel_for(4, 2, uneven, naps);
+        pthread_mutex_lock(&fl_lock);
+        /* A loss that sends jobs alone starts a new window. */
+        judged = (fl_judged == 1 || fl_alone > 0) && atomic_load(&off_caller) > 0;
+        pthread_mutex_unlock(&fl_lock);
+        if (judged)
+            return fl_strikes;
+    }
+    return -1;
+}
+
 /* Sets the pool's state so that its next judged job is lost (the window closes
  * with the caller having run a tiny share of its time), runs jobs until one is
  * judged (one whose helpers were all polling), and leaves the state it made. */
@@ -98,6 +137,53 @@ static int lose_one(int strikes, int alone_next)
     }
     printf("no job was judged in %d tries\n", tries);
     return 0;
+}
+
+static pthread_t helper;
+static atomic_int helper_seen;
+
+static void note_helper(Py_ssize_t t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    if (!pthread_equal(pthread_self(), caller) && !atomic_load(&helper_seen)) {
+        helper = pthread_self();
+        atomic_store(&helper_seen, 1);
+    }
+}
+
+/* A signal handler that keeps its thread off the CPU for 3 ms. */
+static void stall(int signal)
+{
+    struct timespec t = {0, 3000000};
+    (void)signal;
+    nanosleep(&t, NULL);
+}
+
+/* Stalls the helper for 3 ms while it polls after a job (as a descheduled one
+ * is), and waits until it sleeps.  Whether it was then found crowded out. */
+static int crowd_out(void)
+{
+    int asleep = 0, crowded;
+    nap(10000000);  /* the stall of the last call is over */
+    pthread_mutex_lock(&fl_lock);
+    fl_alone = fl_strikes = 0;  /* the job shares, whatever jobs before it made of the pool */
+    pthread_mutex_unlock(&fl_lock);
+    atomic_store(&helped, 0);
+    fl_parallel_for(2, 2, wait_for_help, NULL);  /* the helper takes a task, then polls */
+    nap(200000);
+    pthread_kill(helper, SIGUSR1);
+    while (!asleep) {
+        nap(500000);
+        pthread_mutex_lock(&fl_lock);
+        asleep = fl_sleeping > 0;
+        pthread_mutex_unlock(&fl_lock);
+    }
+    pthread_mutex_lock(&fl_lock);
+    crowded = fl_crowded;
+    fl_crowded = 0;
+    pthread_mutex_unlock(&fl_lock);
+    return crowded;
 }
 
 #define CHECK(cond) do { if (!(cond)) { \
@@ -150,8 +236,9 @@ int main(int argc, char **argv)
          * and no job is judged, so none goes alone. */
         CHECK(lose_one(1, FL_ALONE_MIN));
         CHECK(fl_alone == FL_ALONE_MIN);
+        fl_crowded = 1;
         fl_pool_adapt(0);
-        CHECK(fl_alone == 0 && fl_strikes == 0);
+        CHECK(fl_alone == 0 && fl_strikes == 0 && fl_crowded == 0);
         for (i = 0; i < 50; i++) {
             pthread_mutex_lock(&fl_lock);
             fl_strikes = 1;
@@ -187,6 +274,49 @@ int main(int argc, char **argv)
             fl_parallel_for(2, 2, noop, NULL);  /* done before a woken helper comes */
             CHECK(fl_strikes == 0 && fl_alone == 0);
         }
+    } else if (!strcmp(what, "crowded_loses")) {
+        /* A job that wakes helpers which slept crowded out is a loss, whatever its
+         * timing: the first is a strike, the second in a row sends jobs alone. */
+        int strikes;
+        job(4, 2, 0);
+        for (strikes = 0; strikes <= 1; strikes++) {
+            nap(20000000);  /* past the helpers' polling: they sleep */
+            pthread_mutex_lock(&fl_lock);
+            fl_alone = 0;
+            fl_strikes = strikes;
+            fl_alone_next = FL_ALONE_MIN;
+            fl_crowded = 1;
+            pthread_mutex_unlock(&fl_lock);
+            job(4, 2, 0);
+            pthread_mutex_lock(&fl_lock);
+            CHECK(fl_strikes == strikes + 1);
+            CHECK(fl_alone == (strikes ? FL_ALONE_MIN : 0));
+            pthread_mutex_unlock(&fl_lock);
+        }
+    } else if (!strcmp(what, "crowded_found") || !strcmp(what, "crowded_off")) {
+        /* A helper kept off the CPU while it polls is found crowded out (the stall
+         * may come before the poll where the machine is busy: in one of 20 tries),
+         * and never while judgement is off (in none of 20). */
+        int adapt = !strcmp(what, "crowded_found"), found = 0;
+        signal(SIGUSR1, stall);
+        while (!atomic_load(&helper_seen))
+            fl_parallel_for(64, 2, note_helper, NULL);  /* until the helper took a task */
+        fl_pool_adapt(adapt);
+        for (i = 0; i < 20 && !found; i++)
+            found = crowd_out();
+        CHECK(found == adapt);
+    } else if (!strcmp(what, "late_helper")) {
+        /* A helper whose task ends later after the caller's than the caller would have
+         * taken to run it (1 ms a task; 2 ms later, as one descheduled while it holds a
+         * task) loses its job, every time it is judged; a helper that keeps pace wins
+         * (in one of 5 tries: a busy machine may delay it). */
+        int won = 0;
+        job(4, 2, 0);
+        for (i = 0; i < 5; i++)
+            CHECK(timed_job(1000000, 5000000) == 2);
+        for (i = 0; i < 5 && !won; i++)
+            won = timed_job(2000000, 2000000) == 0;
+        CHECK(won);
     } else if (!strcmp(what, "arrival")) {
         /* fl_arrival is when the first helper came for the current job: 0 until one
          * comes, never a time from a job before it. */
@@ -231,7 +361,9 @@ def pool_program(tmp_path_factory):
 
 
 @pytest.mark.parametrize("check", ["seats", "one_loss", "two_losses", "cap", "adapt_off",
-                                   "arrival", "woken_helps", "woken_not_judged"])
+                                   "arrival", "woken_helps", "woken_not_judged",
+                                   "crowded_loses", "crowded_found", "crowded_off",
+                                   "late_helper"])
 def test_pool_adaptation(pool_program, check):
     proc = subprocess.run([pool_program, check], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and f"ok {check}" in proc.stdout, proc.stdout + proc.stderr
