@@ -146,20 +146,20 @@ static int64_t fl_thread_cpu_ns(void)
 }
 
 /* Claim and run tasks of job `generation` until none is left; the number run.
- * A task is counted done only after the next claim was tried, so that a
- * helper of a judged job (`timed` nonzero) can record when its last task
- * ended in fl_helper_end before the caller may read it: one reading of the
- * clock per helper and job, none per task. */
+ * A helper of a judged job (`timed` nonzero) records when each of its tasks
+ * ended in fl_helper_end before it counts the task done, so the caller reads
+ * the last end: one reading of the (monotonic, not CPU) clock per task. */
 static Py_ssize_t fl_work(unsigned generation, fl_task fn, void *arg, Py_ssize_t n, int timed)
 {
     Py_ssize_t ran = 0;
     for (;;) {
         uint64_t claim = atomic_load(&fl_claim);
-        int more = (unsigned)(claim >> 32) == generation && (Py_ssize_t)(claim & 0xffffffffu) < n;
-        if (more && !atomic_compare_exchange_weak(&fl_claim, &claim, claim + 1))
-            continue;
-        if (ran > 0) {
-            if (!more && timed) {
+        if ((unsigned)(claim >> 32) != generation || (Py_ssize_t)(claim & 0xffffffffu) >= n)
+            return ran;
+        if (atomic_compare_exchange_weak(&fl_claim, &claim, claim + 1)) {
+            ran++;
+            fn((Py_ssize_t)(claim & 0xffffffffu), arg);
+            if (timed) {
                 long long end = fl_now_ns(), last = atomic_load(&fl_helper_end);
                 while (last < end && !atomic_compare_exchange_weak(&fl_helper_end, &last, end))
                     ;
@@ -170,10 +170,6 @@ static Py_ssize_t fl_work(unsigned generation, fl_task fn, void *arg, Py_ssize_t
                 pthread_mutex_unlock(&fl_lock);
             }
         }
-        if (!more)
-            return ran;
-        ran++;
-        fn((Py_ssize_t)(claim & 0xffffffffu), arg);
     }
 }
 
@@ -187,10 +183,17 @@ static void *fl_helper(void *unused)
         void *arg;
         Py_ssize_t n;
         int spin, join, timed, crowded = 0;
-        int64_t start = fl_now_ns(), cpu = fl_thread_cpu_ns(), now = start;
+        int64_t start = 0, cpu = 0, now;
         for (spin = 1; atomic_load(&fl_generation) == seen; spin++) {
             fl_pause();
-            if (spin % FL_SPIN_CHECK == 0 && (now = fl_now_ns()) > start + FL_SPIN_NS) {
+            if (spin % FL_SPIN_CHECK)
+                continue;
+            now = fl_now_ns();
+            if (spin == FL_SPIN_CHECK) {
+                /* The poll is timed from here: a job that comes sooner costs no clock. */
+                start = now;
+                cpu = fl_thread_cpu_ns();
+            } else if (now > start + FL_SPIN_NS) {
                 crowded = fl_thread_cpu_ns() - cpu < FL_SHARE * (now - start);
                 break;
             }

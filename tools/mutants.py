@@ -280,7 +280,7 @@ MUTANTS = [
        "lost = (double)waited * ran > (double)wall * (n - ran)",
        "lost = (double)waited > (double)wall * (n - ran)", tests=POOL_TESTS),
     _m("pool-helper-end-unrecorded", "_pool.h", "fl_work",
-       "if (!more && timed) {", "if (0) {", tests=POOL_TESTS),
+       "if (timed) {", "if (0) {", tests=POOL_TESTS),
     _m("pool-crowded-not-lost", "_pool.h", "fl_parallel_for",
        "fl_verdict(1, 0);", "fl_verdict(0, 0);", tests=POOL_TESTS),
     _m("pool-crowded-while-planning", "_pool.h", "fl_helper",
