@@ -8,6 +8,11 @@ is the median over those rounds of the stored plan's time over the best
 one's in the same round.  A plan chosen by noise shows up as a ratio well
 above 1.
 
+Both measurements time the plans on the planner's placements (each round on
+one of several allocations of the arrays, in turn, as the planner does): on a
+single allocation, where the arrays happen to lie decides between close plans
+by up to 19%, and the ratio would measure the placement, not the plan.
+
 The second measurement is what makes the ratio fair: the candidate that came
 out fastest among several is, on average, one that noise favoured in those
 rounds, so its ratio from the same rounds is biased against the stored plan

@@ -63,6 +63,14 @@ MAX_SERIAL_WORK = 1 << 24
 # Row blocks are a candidate for W of at most this many weights: past it
 # each block's partial dW outgrows a core's cache.
 MAX_BLOCKED_WEIGHTS = 1 << 14
+# Where a call's arrays lie in memory changes which plan is faster: two plans
+# of one problem timed on ten allocations in one process ranged from 0.94 to
+# 1.19 times each other, each allocation steady within 1%.  So candidates
+# are timed on this many allocations, a round on each in turn, where these
+# take at most PLACEMENT_BYTES together (past it, arrays span enough pages to
+# average their placement out, and memory is not spent on copies).
+PLACEMENTS = 3
+PLACEMENT_BYTES = 1 << 26
 PATH_NAMES = {code: name for name, code in _parallel.PATHS.items()}
 
 
@@ -136,13 +144,23 @@ def _timed_call(problem):
         num_threads=threads, _plan=plan)
 
 
-def _timed_rounds(call, plans, rounds, repeats=None):
+def _placed_calls(problem):
+    """Calls of this problem on arrays of their own, PLACEMENTS of them where
+    they fit in PLACEMENT_BYTES."""
+    size = problem.N * problem.M_in + problem.M_in * problem.M_out + problem.N * problem.M_out
+    one = 2 * size * np.dtype(problem.dtype).itemsize  # inputs and outputs
+    return [_timed_call(problem) for _ in range(PLACEMENTS if PLACEMENTS * one <= PLACEMENT_BYTES else 1)]
+
+
+def _timed_rounds(calls, plans, rounds, repeats=None):
     """Per plan, the seconds per call of each of ``rounds`` interleaved rounds
-    (each round starts at another plan, so none always runs first), a round
-    timing ``repeats[plan]`` calls in a row (1 if not given)."""
+    (each round starts at another plan, so none always runs first, and runs
+    the next of ``calls``), a round timing ``repeats[plan]`` calls in a row
+    (1 if not given)."""
     threads = get_num_threads()
     times = {plan: [] for plan in plans}
     for r in range(rounds):
+        call = calls[r % len(calls)]
         for plan in plans[r % len(plans):] + plans[:r % len(plans)]:
             k = repeats[plan] if repeats else 1
             t = time.perf_counter()
@@ -158,14 +176,15 @@ def _paired(times, plan, against):
 
 
 def timings(problem, plans, budget):
-    """The call of this class, the calls per sample of each plan (_repeats),
-    and per plan the seconds per call of interleaved rounds, for about
-    ``budget`` seconds (at least 3 rounds) after an untimed call of each."""
-    call = _timed_call(problem)
+    """The calls of this class (_placed_calls), the calls per sample of each
+    plan (_repeats), and per plan the seconds per call of interleaved rounds,
+    for about ``budget`` seconds (at least 3 rounds) after an untimed call of
+    each on each placement."""
+    calls = _placed_calls(problem)
     time.sleep(SETTLE)
-    _timed_rounds(call, plans, 1)  # pages, BLAS buffers, the thread team
-    repeats, once = _repeats(call, plans)
-    return call, repeats, _timed_rounds(call, plans, int(max(3, min(
+    _timed_rounds(calls, plans, len(calls))  # pages, BLAS buffers, the thread team
+    repeats, once = _repeats(calls[0], plans)
+    return calls, repeats, _timed_rounds(calls, plans, int(max(3, min(
         budget / BUDGET * 25, budget / max(once, 1e-9)))), repeats)
 
 
@@ -203,7 +222,7 @@ def measure(problem, plans, budget=BUDGET):
 
 
 def _measure(problem, plans, budget):
-    call, repeats, screened = timings(problem, plans, budget)
+    calls, repeats, screened = timings(problem, plans, budget)
     ranked = sorted(plans[1:], key=lambda plan: min(screened[plan]))
     finalists = [plans[0]] + ranked[:2]
     if len(finalists) == 1:
@@ -211,7 +230,7 @@ def _measure(problem, plans, budget):
     rounds = int(max(5, min(len(screened[plans[0]]) * 2,
                             2 * budget / max(sum(min(screened[p]) * repeats[p]
                                                  for p in finalists), 1e-9))))
-    times = _timed_rounds(call, finalists, rounds, repeats)
+    times = _timed_rounds(calls, finalists, rounds, repeats)
     best = min(finalists, key=lambda plan: _paired(times, plan, plans[0]))
     if _paired(times, best, plans[0]) > MARGIN:
         best = plans[0]

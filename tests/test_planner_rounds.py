@@ -62,7 +62,7 @@ def test_candidates_are_screened_on_their_fastest_round(monkeypatch):
 def test_screening_rounds(monkeypatch, budget, call_seconds, most):
     """Screening lasts about ``budget``: at least 3 rounds, at most 25 per BUDGET."""
     monkeypatch.setattr(_plans, "SETTLE", 0)
-    monkeypatch.setattr(_plans, "_timed_call", lambda problem: None)
+    monkeypatch.setattr(_plans, "_placed_calls", lambda problem: [None])
     monkeypatch.setattr(_plans, "_repeats",
                         lambda call, chosen: (dict.fromkeys(chosen, 1), call_seconds * len(chosen)))
     monkeypatch.setattr(_plans, "_timed_rounds",
@@ -131,3 +131,44 @@ def test_a_longer_measurement_in_the_file_is_taken(plan_file, rng):
     assert _plans.plan_to_json(plan, 1.25, 0.5) == theirs
     assert _plans.planner.summary()["measured_here"] == 1
     assert _own_section(plan_file)["f:float64:7:784:256"] == theirs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_placements_up_to_their_byte_limit(monkeypatch, dtype):
+    """Candidates are timed on PLACEMENTS allocations of their own while these take at
+    most PLACEMENT_BYTES together, on one past it: checked at the limit on both sides."""
+    monkeypatch.setattr(_plans, "_timed_call", lambda problem: object())
+    N, M_in, M_out = 64, 784, 256
+    one = 2 * (N * M_in + M_in * M_out + N * M_out) * np.dtype(dtype).itemsize
+    problem = planner_problem("b11", N, M_in, M_out, dtype=dtype)
+    for limit, placements in ((_plans.PLACEMENTS * one, _plans.PLACEMENTS),
+                              (_plans.PLACEMENTS * one - 1, 1)):
+        monkeypatch.setattr(_plans, "PLACEMENT_BYTES", limit)
+        calls = _plans._placed_calls(problem)
+        assert len(calls) == placements and len({id(call) for call in calls}) == placements
+
+
+def test_rounds_take_the_placements_in_turn():
+    """Round r runs every plan on placement r mod the placements, so each paired round
+    compares the plans on the same arrays."""
+    ran = []
+    calls = [lambda plan, threads, i=i: ran.append((i, plan)) for i in range(3)]
+    times = _plans._timed_rounds(calls, PLANS, 7)
+    assert all(len(times[plan]) == 7 for plan in PLANS)
+    per_round = [ran[r * len(PLANS):(r + 1) * len(PLANS)] for r in range(7)]
+    for r, round_ in enumerate(per_round):
+        assert {i for i, _ in round_} == {r % 3} and sorted(p for _, p in round_) == sorted(PLANS)
+
+
+def test_placements_hold_arrays_of_their_own():
+    """Each placement's call writes arrays of its own: timing one never touches another's."""
+    problem = planner_problem("f", 16, 8, 4, dtype="float64")
+    calls = _plans._placed_calls(problem)
+    assert len(calls) == _plans.PLACEMENTS
+    outputs = [call.__closure__ for call in calls]
+    arrays = [[c.cell_contents for c in cells if isinstance(c.cell_contents, np.ndarray)]
+              for cells in outputs]
+    assert all(arrays)
+    for i in range(len(arrays)):
+        for j in range(i + 1, len(arrays)):
+            assert not any(np.shares_memory(a, b) for a in arrays[i] for b in arrays[j])

@@ -345,7 +345,7 @@ def test_a_kept_plan_wins_its_paired_rounds(monkeypatch):
         return {p: times.get(p, [2.0] * rounds) for p in chosen}
 
     monkeypatch.setattr(_plans, "_timed_rounds", fake_timed_rounds)
-    monkeypatch.setattr(_plans, "_timed_call", lambda problem: None)
+    monkeypatch.setattr(_plans, "_placed_calls", lambda problem: [None])
     monkeypatch.setattr(_plans, "_repeats", lambda call, chosen: (dict.fromkeys(chosen, 1), 1.0))
     monkeypatch.setattr(_plans, "SETTLE", 0)
     best, margin = _plans.measure(planner_problem("b11", 64, 784, 256, dtype="float64"), plans)
