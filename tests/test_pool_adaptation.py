@@ -21,8 +21,9 @@ POOL = os.path.join(REPO, "fastlinear", "_pool.h")
 PROGRAM = r"""
 #include "_pool.h"
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdio.h>
-#include <string.h>
 #include <string.h>
 
 static atomic_int active, peak, off_caller;
@@ -79,6 +80,20 @@ static void job(Py_ssize_t n, int threads, long nap_ns)
     atomic_store(&peak, 0);
     atomic_store(&off_caller, 0);
     fl_parallel_for(n, threads, task, &nap_ns);
+}
+
+/* Waits until a helper sleeps (its poll ran out), then clears the crowded flag it
+ * may have set: a woken job then counts as crowded only where a check sets it. */
+static void wait_asleep(void)
+{
+    int asleep = 0;
+    while (!asleep) {
+        nap(2000000);
+        pthread_mutex_lock(&fl_lock);
+        asleep = fl_sleeping > 0;
+        fl_crowded = 0;
+        pthread_mutex_unlock(&fl_lock);
+    }
 }
 
 /* Naps arg[0] ns on the caller, arg[1] ns on a helper. */
@@ -284,24 +299,19 @@ int main(int argc, char **argv)
          * came are no loss. */
         job(4, 2, 0);
         for (i = 0; i < 6; i++) {
-            int asleep = 0;
-            while (!asleep) {  /* past the helpers' polling: they sleep */
-                nap(2000000);
-                pthread_mutex_lock(&fl_lock);
-                asleep = fl_sleeping > 0;
-                fl_crowded = 0;  /* however busy the machine was while they polled */
-                pthread_mutex_unlock(&fl_lock);
-            }
+            wait_asleep();
             fl_parallel_for(2, 2, noop, NULL);  /* done before a woken helper comes */
             CHECK(fl_strikes == 0 && fl_alone == 0);
         }
     } else if (!strcmp(what, "crowded_loses")) {
         /* A job that wakes helpers which slept crowded out is a loss, whatever its
-         * timing: the first is a strike, the second in a row sends jobs alone. */
+         * timing: the first is a strike, the second in a row sends jobs alone.  The
+         * job takes the flag: the next one is judged on what happens after it (no
+         * helper can have polled 1 ms since, so the flag is still clear). */
         int strikes;
         job(4, 2, 0);
         for (strikes = 0; strikes <= 1; strikes++) {
-            nap(20000000);  /* past the helpers' polling: they sleep */
+            wait_asleep();
             pthread_mutex_lock(&fl_lock);
             fl_alone = 0;
             fl_strikes = strikes;
@@ -310,6 +320,7 @@ int main(int argc, char **argv)
             pthread_mutex_unlock(&fl_lock);
             job(4, 2, 0);
             pthread_mutex_lock(&fl_lock);
+            CHECK(fl_crowded == 0);
             CHECK(fl_strikes == strikes + 1);
             CHECK(fl_alone == (strikes ? FL_ALONE_MIN : 0));
             pthread_mutex_unlock(&fl_lock);
@@ -329,6 +340,21 @@ int main(int argc, char **argv)
         printf("ok %s (needs Linux's per-thread timers)\n", what);
         return 0;
 #endif
+    } else if (!strcmp(what, "fork")) {
+        /* A forked child starts with a fresh pool: no strikes, no jobs alone, no flag. */
+        int status;
+        pid_t child;
+        job(4, 2, 0);
+        pthread_mutex_lock(&fl_lock);
+        fl_strikes = 2;
+        fl_alone = 5;
+        fl_crowded = 1;
+        pthread_mutex_unlock(&fl_lock);
+        child = fork();
+        if (child == 0)
+            _exit(fl_strikes == 0 && fl_alone == 0 && fl_crowded == 0 && fl_helpers == 0 ? 0 : 1);
+        CHECK(child > 0 && waitpid(child, &status, 0) == child);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     } else if (!strcmp(what, "late_helper")) {
         /* A helper whose task ends later after the caller's than the caller would have
          * taken to run it (1 ms a task; 2 ms later, as one descheduled while it holds a
@@ -340,7 +366,7 @@ int main(int argc, char **argv)
             lost = timed_job(1000000, 5000000) == 2;
         CHECK(lost);
         for (i = 0; i < 5 && !won; i++)
-            won = timed_job(2000000, 2000000) == 0;
+            won = timed_job(2000000, 3000000) == 0;  /* ends 2 ms after, at 2 ms a task */
         CHECK(won);
     } else if (!strcmp(what, "arrival")) {
         /* fl_arrival is when the first helper came for the current job: 0 until one
@@ -389,7 +415,7 @@ def pool_program(tmp_path_factory):
 @pytest.mark.parametrize("check", ["seats", "one_loss", "two_losses", "cap", "adapt_off",
                                    "arrival", "woken_helps", "woken_not_judged",
                                    "crowded_loses", "crowded_found", "crowded_off",
-                                   "late_helper"])
+                                   "late_helper", "fork"])
 def test_pool_adaptation(pool_program, check):
     proc = subprocess.run([pool_program, check], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and f"ok {check}" in proc.stdout, proc.stdout + proc.stderr
