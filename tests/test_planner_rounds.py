@@ -172,3 +172,16 @@ def test_placements_hold_arrays_of_their_own():
     for i in range(len(arrays)):
         for j in range(i + 1, len(arrays)):
             assert not any(np.shares_memory(a, b) for a in arrays[i] for b in arrays[j])
+
+
+def test_every_placement_is_warmed_before_the_timed_rounds(monkeypatch):
+    """Each placement runs every plan once, untimed, before any timed round: the first
+    touch of a placement's pages never lands in a timed sample."""
+    monkeypatch.setattr(_plans, "SETTLE", 0)
+    ran = []
+    calls = [lambda plan, threads, i=i: ran.append((i, plan)) for i in range(3)]
+    monkeypatch.setattr(_plans, "_placed_calls", lambda problem: calls)
+    monkeypatch.setattr(_plans, "_repeats", lambda call, chosen: (dict.fromkeys(chosen, 1), 1e-3))
+    _plans.timings(planner_problem("b11", 64, 784, 256, dtype="float64"), PLANS, _plans.BUDGET)
+    warm = ran[:len(calls) * len(PLANS)]
+    assert sorted(warm) == sorted((i, plan) for i in range(len(calls)) for plan in PLANS)
